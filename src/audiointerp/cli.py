@@ -1,0 +1,130 @@
+"""The `audiointerp` command: synth, train, evaluate, export, quickstart, and listings.
+
+Heavy libraries are imported inside each command, so `audiointerp --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from audiointerp.datasets.synth import synthesize
+
+    manifest = synthesize(args.out_dir, clips_per_class=args.clips_per_class, sample_rate=args.sample_rate,
+                          seconds=args.seconds, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {manifest}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from audiointerp.configs import load_config
+    from audiointerp.train.trainer import Trainer
+
+    result = Trainer(load_config(args.config, args.overrides)).fit()
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from audiointerp.train.evaluate import evaluate
+
+    result = evaluate(args.source, data=args.data, data_format=args.format, folds=args.folds,
+                      checkpoint=args.checkpoint, out_dir=args.out, batch_size=args.batch_size)
+    width = max(len(k) for k in result.metrics)
+    for key, value in result.metrics.items():
+        print(f"{key:<{width}}  {value:.4f}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from audiointerp.train.export import export_run
+
+    print(f"exported to {export_run(args.run_dir, out=args.out, checkpoint=args.checkpoint)}")
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from audiointerp.quickstart import run_quickstart
+
+    run_quickstart(Path(args.out), overrides=args.overrides, tracking=args.tracking)
+    return 0
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    from audiointerp.models import available_models
+
+    print("\n".join(available_models()))
+    return 0
+
+
+def _list_configs(args: argparse.Namespace) -> int:
+    from audiointerp.configs import available_configs
+
+    print("\n".join(available_configs()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiointerp", description="Train sound-to-event networks and open them up.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write the built-in synthetic impact-sound data set")
+    p.add_argument("out_dir", type=Path, help="folder for audio/ and manifest.csv")
+    p.add_argument("--clips-per-class", type=int, default=40, help="clips for each of the 24 material x action classes")
+    p.add_argument("--sample-rate", type=int, default=16000, help="Hz")
+    p.add_argument("--seconds", type=float, default=1.0, help="clip length")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("train", help="train one experiment config (accelerate launch / torchrun for several GPUs)")
+    p.add_argument("config", help="a shipped config name (see `audiointerp configs`) or a YAML path")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5 data.source=...")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run or an export on any dataset, without retraining")
+    p.add_argument("source", type=Path, help="run directory or export directory")
+    p.add_argument("--data", help="manifest CSV or dataset root (default: the run's validation folds)")
+    p.add_argument("--format", default="auto", help="auto | manifest | esc50 | urbansound8k | fsd50k | msos")
+    p.add_argument("--folds", nargs="*", help="only these folds of --data")
+    p.add_argument("--checkpoint", default="best", help="best | last | a step number | a checkpoint folder")
+    p.add_argument("--out", type=Path, help="output folder (default: SOURCE/eval/<data name>)")
+    p.add_argument("--batch-size", type=int, help="per process (default: the run's data.eval_batch_size)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="export a run's weights, config, labels and metrics for analysis")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="export folder (default: RUN_DIR/export)")
+    p.add_argument("--checkpoint", default="best", help="best | last | a step number | a checkpoint folder")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("quickstart", help="the main job: synthesize data, train, evaluate, export, report")
+    p.add_argument("--out", default="runs/quickstart", help="folder of the quickstart's data, runs and report")
+    p.add_argument("--tracking", default="wandb", choices=("wandb", "none"), help="W&B (offline unless logged in) or none")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the classifier stage's config")
+    p.set_defaults(func=_quickstart)
+
+    p = sub.add_parser("models", help="list the model zoo")
+    p.set_defaults(func=_list_models)
+    p = sub.add_parser("configs", help="list the shipped experiment configs")
+    p.set_defaults(func=_list_configs)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from audiointerp.errors import AudioInterpError
+
+    try:
+        return int(args.func(args) or 0)
+    except AudioInterpError as err:
+        print(f"audiointerp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

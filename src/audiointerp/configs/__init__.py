@@ -1,0 +1,130 @@
+"""Experiment configs: one YAML per experiment, shipped here, merged onto typed schemas.
+
+`load_config("classifier", ["train.epochs=3"])` finds `configs/classifier.yaml` (or takes a path), applies
+`key=value` overrides, and checks every key and value against the schemas in `schema.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from audiointerp.configs.schema import CHOICES, ExperimentConfig
+from audiointerp.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+__all__ = ["CONFIG_DIR", "available_configs", "config_path", "load_config", "to_yaml", "closest"]
+
+
+def available_configs() -> list[str]:
+    """Names of the experiment configs shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def closest(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest candidate, or '' when nothing is close."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def config_path(source: str | Path) -> Path:
+    """A config file from a path or from the name of a shipped config."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        return path
+    shipped = CONFIG_DIR / f"{source}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = available_configs()
+    raise ConfigError(f"no config named {str(source)!r}{closest(str(source), names)}; shipped configs: {', '.join(names)}")
+
+
+def _default_task_schema(name: str) -> type:
+    from audiointerp.train.tasks import task_class
+
+    return task_class(name).Config
+
+
+def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        child = node._get_node(key)  # noqa: SLF001 - structure walk without resolving values
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():  # noqa: SLF001
+            keys.extend(_all_keys(child, full + "."))
+    return keys
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {err}") from err
+
+
+def _raise_merge_error(err: OmegaConfBaseException, schema: DictConfig, origin: str) -> None:
+    full_key = getattr(err, "full_key", None) or ""
+    if isinstance(err, ConfigKeyError) or "not in" in str(err):
+        hint = closest(full_key, _all_keys(schema)) if full_key else ""
+        raise ConfigError(f"unknown config key {full_key!r} in {origin}{hint}") from err
+    if isinstance(err, ValidationError):
+        first_line = str(err).splitlines()[0]
+        raise ConfigError(f"bad value for config key {full_key!r} in {origin}: {first_line}") from err
+    raise ConfigError(f"invalid config in {origin}: {err}") from err
+
+
+def load_config(
+    source: str | Path | DictConfig | dict,
+    overrides: Sequence[str] = (),
+    task_schema: Optional[Callable[[str], type]] = None,
+) -> DictConfig:
+    """Load an experiment config, apply `key=value` overrides, and validate it against the schemas."""
+    task_schema = task_schema or _default_task_schema
+    if isinstance(source, (DictConfig, dict)):
+        raw, origin = OmegaConf.create(source), "the given config"
+    else:
+        path = config_path(source)
+        try:
+            raw, origin = OmegaConf.load(path), str(path)
+        except Exception as err:  # yaml errors come in several types
+            raise ConfigError(f"cannot read config {str(path)!r}: {err}") from err
+    cli = _parse_overrides(overrides)
+
+    task_name = OmegaConf.select(cli, "task.name") or OmegaConf.select(raw, "task.name")
+    if not task_name:
+        raise ConfigError(f"{origin} does not name a task: set task.name (e.g. task.name=classifier)")
+    schema = OmegaConf.structured(ExperimentConfig)
+    schema.task = OmegaConf.structured(task_schema(str(task_name)))
+
+    cfg = schema
+    for part, part_origin in ((raw, origin), (cli, "command-line overrides")):
+        try:
+            cfg = OmegaConf.merge(cfg, part)
+        except OmegaConfBaseException as err:
+            _raise_merge_error(err, schema, part_origin)
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"required config values are missing in {origin}: {', '.join(missing)} (give them as key=value)")
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key {key!r} is {value!r}{closest(str(value), allowed)}; choose one of {', '.join(allowed)}")
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The fully resolved config as YAML."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,227 @@
+"""The model zoo's registry: `build(name, num_classes=..., checkpoint=PATH)` for every network.
+
+A network's `forward` takes its front end's features; the front end is a separate module
+(`build_frontend`), and `build_pipeline` joins the two into a module that takes waveforms.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from torch import nn
+
+from audiointerp.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one named network, and which front end feeds it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    frontend: str
+    frontend_params: Mapping[str, Any] = field(default_factory=dict)
+    weights_hint: str = ""  # where users get released weights, shown when a checkpoint file is missing
+
+
+_MODELS: dict[str, ModelSpec] = {}
+_FRONTENDS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(
+    name: str, *, frontend: str, frontend_params: Optional[Mapping[str, Any]] = None, weights_hint: str = ""
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a builder `f(num_classes, **params) -> nn.Module` under `name`."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelSpec(name, builder, frontend, dict(frontend_params or {}), weights_hint)
+        return builder
+
+    return decorate
+
+
+def register_frontend(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a front-end class or factory under `name`."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _FRONTENDS:
+            raise ValueError(f"front end {name!r} is registered twice")
+        _FRONTENDS[name] = factory
+        return factory
+
+    return decorate
+
+
+def _ensure_zoo_imported() -> None:
+    import audiointerp.models.zoo  # noqa: F401  (registers every model)
+
+
+def available_models() -> list[str]:
+    _ensure_zoo_imported()
+    return sorted(_MODELS)
+
+
+def available_frontends() -> list[str]:
+    _ensure_zoo_imported()
+    return sorted(_FRONTENDS)
+
+
+def model_spec(name: str) -> ModelSpec:
+    from audiointerp.configs import closest
+
+    _ensure_zoo_imported()
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model {name!r}{closest(name, _MODELS)}; available: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def _check_params(what: str, factory: Callable[..., Any], params: Mapping[str, Any]) -> None:
+    from audiointerp.configs import closest
+
+    signature = inspect.signature(factory)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    valid = [n for n in signature.parameters if n != "num_classes"]
+    for key in params:
+        if key not in valid:
+            raise ConfigError(f"{what} has no parameter {key!r}{closest(key, valid)}; its parameters: {', '.join(valid)}")
+
+
+def build(name: str, num_classes: Optional[int] = None, checkpoint: str | Path | None = None, **params: Any) -> nn.Module:
+    """Build the network `name` (features in, outputs out), optionally loading local weights."""
+    spec = model_spec(name)
+    _check_params(f"model {name!r}", spec.builder, params)
+    takes_classes = "num_classes" in inspect.signature(spec.builder).parameters
+    if takes_classes:
+        if num_classes is None:
+            raise ConfigError(f"model {name!r} needs num_classes")
+        model = spec.builder(num_classes=num_classes, **params)
+    else:
+        model = spec.builder(**params)
+    if checkpoint is not None:
+        load_weights(model, checkpoint, hint=spec.weights_hint)
+    return model
+
+
+def build_frontend(name: str, **params: Any) -> nn.Module:
+    """Build a front end by its own name, or by a model's name (that model's front end and defaults)."""
+    from audiointerp.configs import closest
+
+    _ensure_zoo_imported()
+    if name in _MODELS:
+        spec = _MODELS[name]
+        name, params = spec.frontend, {**spec.frontend_params, **params}
+    if name not in _FRONTENDS:
+        raise ConfigError(f"unknown front end {name!r}{closest(name, _FRONTENDS)}; available: {', '.join(sorted(_FRONTENDS))}")
+    _check_params(f"front end {name!r}", _FRONTENDS[name], params)
+    return _FRONTENDS[name](**params)
+
+
+def build_pipeline(
+    name: str,
+    num_classes: Optional[int] = None,
+    checkpoint: str | Path | None = None,
+    params: Optional[Mapping[str, Any]] = None,
+    frontend: Optional[str] = None,
+    frontend_params: Optional[Mapping[str, Any]] = None,
+) -> nn.Module:
+    """Front end + network as one module taking waveforms (see `AudioPipeline`)."""
+    from audiointerp.models.frontends import AudioPipeline
+
+    network = build(name, num_classes=num_classes, checkpoint=checkpoint, **dict(params or {}))
+    front = build_frontend(frontend or name, **dict(frontend_params or {}))
+    return AudioPipeline(front, network)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------
+
+_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "network", "weights")
+
+
+def read_state_dict(path: str | Path, hint: str = "") -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors, or from .pt/.pth/.bin/.ckpt with `torch.load(weights_only=True)`."""
+    path = Path(path)
+    if not path.is_file():
+        where = f" Get it from {hint} and pass its local path." if hint else ""
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist.{where}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {err}") from err
+    while isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = next((state[k] for k in _CONTAINER_KEYS if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds no tensors (top-level keys: {list(state)[:10]})")
+        state = inner
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a state dict (got {type(state).__name__})")
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+@dataclass
+class LoadReport:
+    """What `load_weights` did: keys loaded, and head keys left at their initialisation."""
+
+    loaded: list[str]
+    skipped_head: list[str]
+
+
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    prefix = getattr(model, "head_prefix", ())
+    return (prefix,) if isinstance(prefix, str) else tuple(prefix)
+
+
+def load_weights(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor], hint: str = "") -> LoadReport:
+    """Load weights strictly, except a classification head of another class count, which is skipped with a warning.
+
+    Any other missing, unexpected or mis-shaped key means the wrong architecture: `CheckpointError` lists them.
+    """
+    source = checkpoint if isinstance(checkpoint, (str, Path)) else "the given state dict"
+    state = read_state_dict(checkpoint, hint) if isinstance(checkpoint, (str, Path)) else dict(checkpoint)
+    remap = getattr(model, "remap_state_dict", None)
+    if callable(remap):
+        state = remap(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    heads = _head_prefixes(model)
+    in_head = lambda key: any(key.startswith(p) for p in heads)  # noqa: E731
+    problems = missing + unexpected + mismatched
+    if problems and not all(in_head(k) for k in problems):
+        lines = [f"  missing from checkpoint: {k} {tuple(own[k].shape)}" for k in missing if not in_head(k)]
+        lines += [f"  not in model: {k} {tuple(state[k].shape)}" for k in unexpected if not in_head(k)]
+        lines += [f"  shape {tuple(state[k].shape)} in checkpoint, {tuple(own[k].shape)} in model: {k}" for k in mismatched]
+        shown = "\n".join(lines[:25]) + (f"\n  ... and {len(lines) - 25} more" if len(lines) > 25 else "")
+        raise CheckpointError(
+            f"checkpoint {str(source)!r} does not fit {type(model).__name__} ({len(lines)} mismatched keys):\n{shown}"
+        )
+    skipped = sorted(set(problems))
+    if skipped:
+        head_shapes = {k: tuple(state[k].shape) for k in skipped if k in state}
+        warnings.warn(
+            f"checkpoint {str(source)!r}: head not loaded (checkpoint {head_shapes}, model "
+            f"{ {k: tuple(own[k].shape) for k in skipped if k in own} }); it keeps its fresh initialisation",
+            stacklevel=2,
+        )
+    loadable = {k: v for k, v in state.items() if k in own and k not in skipped}
+    model.load_state_dict(loadable, strict=not skipped)
+    return LoadReport(loaded=sorted(loadable), skipped_head=skipped)

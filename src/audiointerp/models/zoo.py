@@ -1,0 +1,7 @@
+"""Imports every model and front-end module so that their registrations run."""
+
+from audiointerp.models import small_cnn  # noqa: F401
+from audiointerp.models.frontends import LogMel
+from audiointerp.models.registry import register_frontend
+
+register_frontend("logmel")(LogMel)

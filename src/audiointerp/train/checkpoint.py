@@ -1,0 +1,140 @@
+"""Resumable checkpoints: written atomically, the last N kept plus `best`.
+
+A checkpoint is Accelerate's `save_state` folder (model, optimiser, scheduler, RNG states, sampler, the
+registered `TrainState`) written under a temporary name and renamed into place once complete, so a run
+killed while saving never leaves a half-written `step-*` folder. `best` is a symlink swapped atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from audiointerp.errors import CheckpointError
+
+STEP_PREFIX = "step-"
+TMP_PREFIX = ".tmp-"
+INFO_FILE = "checkpoint.json"
+
+
+@dataclass
+class TrainState:
+    """Loop position, registered with Accelerate so that it is saved and restored with every checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer updates done
+    batches_in_epoch: int = 0  # batches consumed in the current epoch
+    best_value: Optional[float] = None  # best value of train.best_metric so far
+    best_step: Optional[int] = None  # the update at which it was reached
+    log_window: dict[str, float] = field(default_factory=dict)  # training logs summed since the last logging
+    log_window_batches: float = 0.0  # batches in that window
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file, fsync and rename: readers see the old or the new file, never half."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+class CheckpointStore:
+    """The `checkpoints/` folder of a run."""
+
+    def __init__(self, run_dir: Path, keep_last: int = 2) -> None:
+        if keep_last < 1:
+            raise ValueError(f"train.keep_last must be >= 1, got {keep_last}")
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep_last = keep_last
+
+    def step_dirs(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [p for p in self.dir.iterdir() if p.is_dir() and not p.is_symlink() and p.name.startswith(STEP_PREFIX)]
+        found = [p for p in found if (p / INFO_FILE).is_file()]
+        return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+
+    def latest(self) -> Optional[Path]:
+        dirs = self.step_dirs()
+        return dirs[-1] if dirs else None
+
+    def best(self) -> Optional[Path]:
+        link = self.dir / "best"
+        return link.resolve() if link.is_symlink() and link.resolve().is_dir() else None
+
+    def resolve(self, which: str) -> Path:
+        """'best', 'last'/'latest', a step number, or a path to a checkpoint folder."""
+        if which == "best":
+            found = self.best() or self.latest()
+        elif which in ("last", "latest"):
+            found = self.latest()
+        elif which.isdigit():
+            candidate = self.dir / f"{STEP_PREFIX}{int(which):08d}"
+            found = candidate if candidate.is_dir() else None
+        else:
+            candidate = Path(which)
+            found = candidate if (candidate / INFO_FILE).is_file() else None
+        if found is None:
+            have = ", ".join(p.name for p in self.step_dirs()) or "none"
+            raise CheckpointError(f"no checkpoint {which!r} in {self.dir} (complete checkpoints: {have})")
+        return found
+
+    def temp_dir(self, step: int) -> Path:
+        return self.dir / f"{TMP_PREFIX}{STEP_PREFIX}{step:08d}"
+
+    def clean_temp(self) -> None:
+        """Remove folders left by a run killed while saving."""
+        if self.dir.is_dir():
+            for path in self.dir.iterdir():
+                if path.name.startswith(TMP_PREFIX):
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+    def commit(self, temp: Path, step: int, info: dict[str, Any], is_best: bool) -> Path:
+        """Make a fully written temporary folder the checkpoint of `step` (main process only)."""
+        write_json_atomic(temp / INFO_FILE, info)
+        _fsync_tree(temp)
+        final = self.dir / f"{STEP_PREFIX}{step:08d}"
+        if final.exists():  # the same step saved again after a resume
+            stale = self.dir / f"{TMP_PREFIX}old-{final.name}"
+            os.replace(final, stale)
+            os.replace(temp, final)
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.replace(temp, final)
+        if is_best:
+            link = self.dir / f"{TMP_PREFIX}best"
+            link.unlink(missing_ok=True)
+            link.symlink_to(final.name)
+            os.replace(link, self.dir / "best")
+        self.prune()
+        return final
+
+    def prune(self) -> None:
+        keep = set(self.step_dirs()[-self.keep_last :])
+        best = self.best()
+        if best is not None:
+            keep.add(best)
+        for path in self.step_dirs():
+            if path not in keep:
+                shutil.rmtree(path, ignore_errors=True)

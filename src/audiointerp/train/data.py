@@ -1,0 +1,59 @@
+"""Datasets from the `data` config section, shared by the tasks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from omegaconf import DictConfig
+
+from audiointerp.datasets import Manifest, ManifestDataset, load_manifest
+
+
+def cache_dir(data_cfg: DictConfig) -> Optional[str]:
+    """The audio cache folder, or None when caching is off."""
+    if not data_cfg.cache:
+        return None
+    if data_cfg.cache_dir:
+        return str(data_cfg.cache_dir)
+    return os.environ.get("AUDIOINTERP_CACHE") or str(Path.home() / ".cache" / "audiointerp")
+
+
+def manifest_dataset(
+    data_cfg: DictConfig,
+    manifest: Manifest,
+    *,
+    train: bool,
+    classes: Sequence[str],
+    seed: int,
+    progress: bool = True,
+) -> ManifestDataset:
+    """A dataset over `manifest` cut and labelled as the data config says."""
+    return ManifestDataset(
+        manifest,
+        sample_rate=int(data_cfg.sample_rate),
+        seconds=float(data_cfg.seconds) if data_cfg.seconds is not None else None,
+        channels=int(data_cfg.channels),
+        train=train,
+        label_column=str(data_cfg.label_column),
+        classes=list(classes),
+        multi_label=bool(data_cfg.multi_label),
+        cache_dir=cache_dir(data_cfg),
+        on_error=str(data_cfg.on_error),
+        seed=seed,
+        progress=progress,
+    )
+
+
+def manifest_splits(data_cfg: DictConfig, seed: int, progress: bool = True) -> tuple[ManifestDataset, ManifestDataset, list[str]]:
+    """Training and validation datasets from the configured folds, and the class list."""
+    manifest = load_manifest(str(data_cfg.source), format=str(data_cfg.format))
+    classes = list(data_cfg.classes) if data_cfg.classes else manifest.label_values(str(data_cfg.label_column))
+    train = manifest_dataset(
+        data_cfg, manifest.select_folds(list(data_cfg.train_folds)), train=True, classes=classes, seed=seed, progress=progress
+    )
+    valid = manifest_dataset(
+        data_cfg, manifest.select_folds(list(data_cfg.valid_folds)), train=False, classes=classes, seed=seed, progress=progress
+    )
+    return train, valid, classes

@@ -1,0 +1,164 @@
+"""Exports for analysis: weights as safetensors, config, labels, metrics, and a manifest of sha256 sums.
+
+`export_run(RUN_DIR)` writes the folder; `load_export(DIR)` checks every file's sha256 and returns the
+network in eval mode. Nothing is unpickled: weights are safetensors, configs YAML, the rest JSON/text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from audiointerp import __version__
+from audiointerp.configs import load_config, to_yaml
+from audiointerp.errors import CheckpointError
+from audiointerp.train.checkpoint import INFO_FILE, CheckpointStore
+from audiointerp.train.tasks import Task, task_class
+
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+CHECKPOINT_WEIGHTS = "model.safetensors"  # what Accelerate's save_state writes for the (single) prepared model
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit() -> Optional[str]:
+    """The commit of the audiointerp source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory: {path.name} is missing")
+    return load_config(path)
+
+
+def run_metadata(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metadata.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def rebuild_task(cfg: DictConfig, metadata: dict[str, Any]) -> Task:
+    """A task's models from its config and metadata, without data and without re-reading pretrained weights."""
+    task = task_class(str(cfg.task.name))(OmegaConf.merge(cfg, {"model": {"checkpoint": None}}))
+    task.build_models(metadata)
+    return task
+
+
+def task_from_checkpoint(run_dir: Path, checkpoint: str = "best") -> tuple[Task, DictConfig, dict[str, Any], Path]:
+    """Rebuild a run's task (no data needed) with the weights of one of its checkpoints."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    metadata = run_metadata(run_dir)
+    folder = CheckpointStore(run_dir).resolve(checkpoint)
+    task = rebuild_task(cfg, metadata)
+    weights = folder / CHECKPOINT_WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {folder} has no {CHECKPOINT_WEIGHTS}")
+    state = load_file(str(weights), device="cpu")
+    try:
+        task.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {folder} does not fit the run's task {cfg.task.name!r}: {err}") from err
+    task.eval()
+    return task, cfg, metadata, folder
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "best") -> Path:
+    """Write an export folder from a run's checkpoint; returns its path (default RUN_DIR/export)."""
+    run_dir = Path(run_dir)
+    task, cfg, metadata, folder = task_from_checkpoint(run_dir, checkpoint)
+    out = Path(out) if out else run_dir / "export"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        module = task.export_module()
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(temp / WEIGHTS),
+                  metadata={"format": "pt", "audiointerp": __version__})
+        (temp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        (temp / "metadata.json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+        info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+        (temp / "metrics.json").write_text(json.dumps(info.get("metrics", {}), indent=2, sort_keys=True), encoding="utf-8")
+        task.write_export_files(temp, metadata)
+        files = sorted(p for p in temp.rglob("*") if p.is_file())
+        manifest = {
+            "audiointerp_version": __version__,
+            "git_commit": git_commit(),
+            "run_dir": str(run_dir.resolve()),
+            "checkpoint": folder.name,
+            "step": info.get("step"),
+            "epoch": info.get("epoch"),
+            "task": str(cfg.task.name),
+            "model": str(cfg.model.name),
+            "files": {str(p.relative_to(temp)): sha256(p) for p in files},
+        }
+        (temp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(temp, out)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return out
+
+
+def verify_export(export_dir: str | Path) -> dict[str, Any]:
+    """Check every file listed in manifest.json against its sha256; returns the manifest."""
+    export_dir = Path(export_dir)
+    manifest_path = export_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{export_dir} is not an audiointerp export: {MANIFEST} is missing")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for name, expected in manifest["files"].items():
+        path = export_dir / name
+        if not path.is_file():
+            raise CheckpointError(f"export {export_dir}: {name} is missing")
+        if sha256(path) != expected:
+            raise CheckpointError(f"export {export_dir}: {name} does not match its sha256 in {MANIFEST} (modified or corrupt)")
+    return manifest
+
+
+def load_export_task(export_dir: str | Path) -> tuple[Task, dict[str, Any]]:
+    """The task of an export, its exported module loaded, in eval mode; and the metadata."""
+    export_dir = Path(export_dir)
+    verify_export(export_dir)
+    cfg = load_config(export_dir / "config.yaml")
+    metadata = json.loads((export_dir / "metadata.json").read_text(encoding="utf-8"))
+    task = rebuild_task(cfg, metadata)
+    module = task.export_module()
+    state = load_file(str(export_dir / WEIGHTS), device="cpu")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"export {export_dir}: weights do not fit model {cfg.model.name!r}: {err}") from err
+    task.eval()
+    return task, metadata
+
+
+def load_export(export_dir: str | Path) -> nn.Module:
+    """The exported network in eval mode (sha256 of every file checked first)."""
+    task, _ = load_export_task(export_dir)
+    module = task.export_module()
+    module.eval()
+    return module

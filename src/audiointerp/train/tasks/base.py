@@ -1,0 +1,135 @@
+"""The task interface: one small class per method family, run by the one generic trainer.
+
+A task is an `nn.Module` holding its networks (trainable and frozen). The trainer calls, in order:
+`build_data()` -> `build_models(metadata)` -> for each batch `task(batch)` (= `step`, through DDP) ->
+`eval_step(batch)` on validation batches (outputs gathered over processes) -> `summarize(outputs, dataset)`.
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import MISSING, DictConfig
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@dataclass
+class TaskConfig:
+    """Base of every task's config section."""
+
+    name: str = MISSING  # the task: a name from `audiointerp.train.tasks.available_tasks()`
+
+
+@dataclass
+class TaskData:
+    """A task's datasets, and the JSON-able metadata (classes, vocabulary...) that rebuilds its models."""
+
+    train: Dataset
+    valid: Dataset
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AudioClip:
+    """A clip to listen to, in a table or a report."""
+
+    samples: np.ndarray  # [T] or [C, T] float
+    sample_rate: int
+    caption: str = ""
+
+
+@dataclass
+class Table:
+    """Rows of values; a cell may be an `AudioClip`."""
+
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation produces: scalars, figures (matplotlib), tables (possibly with audio)."""
+
+    metrics: dict[str, float]
+    figures: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Table] = field(default_factory=dict)
+
+
+class Task(nn.Module, metaclass=ABCMeta):
+    """One method family: its models, its data, its training loss and its evaluation."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    Config: ClassVar[type] = TaskConfig
+    job_type: ClassVar[str] = "train"
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    # --- building -------------------------------------------------------------------------------------
+    @abstractmethod
+    def build_data(self) -> TaskData:
+        """Datasets for training and validation, and the metadata the models are built from."""
+
+    @abstractmethod
+    def build_models(self, metadata: dict[str, Any]) -> None:
+        """Create the networks from the config and the data's metadata (also used to rebuild an export)."""
+
+    def build_eval_data(self, source: str, format: str = "auto", folds: Optional[Sequence[str]] = None) -> Dataset:
+        """An evaluation set from any dataset reader, labelled with the classes the models were built for."""
+        from audiointerp.datasets import load_manifest
+        from audiointerp.train.data import manifest_dataset
+
+        manifest = load_manifest(source, format=format)
+        if folds:
+            manifest = manifest.select_folds(list(folds))
+        classes = getattr(self, "classes", None) or manifest.label_values(str(self.cfg.data.label_column))
+        return manifest_dataset(self.cfg.data, manifest, train=False, classes=classes, seed=int(self.cfg.train.seed),
+                                progress=bool(self.cfg.train.progress))
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters the optimiser updates (default: all that require gradients)."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+    # --- training -------------------------------------------------------------------------------------
+    @abstractmethod
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training forward: (loss, logs). Logs are detached scalars averaged over the logging window."""
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.step(batch)
+
+    # --- evaluation -----------------------------------------------------------------------------------
+    @abstractmethod
+    def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-example outputs of a validation batch; the trainer gathers them over processes."""
+
+    @abstractmethod
+    def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
+        """Metrics, figures and tables from the gathered outputs of a whole evaluation set."""
+
+    # --- export ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def export_module(self) -> nn.Module:
+        """The network an export holds (e.g. front end + classifier)."""
+
+    def write_export_files(self, out_dir: Path, metadata: dict[str, Any]) -> list[Path]:
+        """Extra files of an export (labels, vocabularies). Default: `labels.txt` when there are classes."""
+        classes = metadata.get("classes")
+        if not classes:
+            return []
+        path = out_dir / "labels.txt"
+        path.write_text("\n".join(classes) + "\n", encoding="utf-8")
+        return [path]
+
+    def tags(self) -> list[str]:
+        """W&B tags: family, model and dataset."""
+        data_name = Path(str(self.cfg.data.source)).stem if self.cfg.data.source else "data"
+        return [self.family, str(self.cfg.model.name), data_name]

@@ -1,0 +1,114 @@
+"""`classifier`: train any zoo network on a manifest dataset (cross-entropy or multi-label BCE)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from audiointerp.errors import ConfigError
+from audiointerp.evaluation import metrics as M
+from audiointerp.evaluation.plots import confusion_figure
+from audiointerp.models import build_pipeline
+from audiointerp.train.data import manifest_splits
+from audiointerp.train.tasks.base import AudioClip, EvalResult, Table, Task, TaskConfig, TaskData
+from audiointerp.train.tasks.registry import register_task
+
+
+@dataclass
+class ClassifierConfig(TaskConfig):
+    name: str = "classifier"
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (single-label only)
+
+
+@register_task
+class ClassifierTask(Task):
+    """Sound classification: accuracy and mAP, a confusion matrix, and listened-to validation clips."""
+
+    name = "classifier"
+    family = "classifier"
+    Config = ClassifierConfig
+
+    def build_data(self) -> TaskData:
+        cfg = self.cfg
+        train, valid, classes = manifest_splits(cfg.data, seed=int(cfg.train.seed), progress=bool(cfg.train.progress))
+        return TaskData(train, valid, {"classes": classes, "multi_label": bool(cfg.data.multi_label)})
+
+    def build_models(self, metadata: dict[str, Any]) -> None:
+        cfg = self.cfg
+        self.classes: list[str] = list(metadata["classes"])
+        self.multi_label = bool(metadata.get("multi_label", False))
+        if self.multi_label and cfg.task.label_smoothing:
+            raise ConfigError("task.label_smoothing applies to single-label data only (data.multi_label=true)")
+        self.model = build_pipeline(
+            str(cfg.model.name),
+            num_classes=len(self.classes),
+            checkpoint=cfg.model.checkpoint,
+            params=dict(cfg.model.params),
+            frontend=cfg.model.frontend,
+            frontend_params=dict(cfg.model.frontend_params),
+        )
+        if self.model.sample_rate != int(cfg.data.sample_rate):
+            raise ConfigError(
+                f"data.sample_rate={cfg.data.sample_rate} but the front end of model {cfg.model.name!r} expects "
+                f"{self.model.sample_rate} Hz: set data.sample_rate={self.model.sample_rate}"
+            )
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.multi_label:
+            return F.binary_cross_entropy_with_logits(logits, target.float())
+        return F.cross_entropy(logits, target, label_smoothing=float(self.cfg.task.label_smoothing))
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self.model(batch["audio"])
+        loss = self.loss(logits, batch["target"])
+        logs = {"loss": loss.detach()}
+        if not self.multi_label:
+            logs["accuracy"] = (logits.detach().argmax(-1) == batch["target"]).float().mean()
+        return loss, logs
+
+    @torch.no_grad()
+    def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.model(batch["audio"]).float(), "target": batch["target"], "index": batch["index"]}
+
+    def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
+        logits, target = outputs["logits"], outputs["target"]
+        n_classes = len(self.classes)
+        metrics = {"loss": float(self.loss(logits, target)), "examples": float(len(target))}
+        figures = {}
+        if self.multi_label:
+            metrics["mAP"] = M.mean_average_precision(torch.sigmoid(logits), target)
+        else:
+            metrics["accuracy"] = M.accuracy(logits, target)
+            metrics["top5_accuracy"] = M.top_k_accuracy(logits, target, 5)
+            metrics["mAP"] = M.mean_average_precision(logits.softmax(-1), M.one_hot(target, n_classes))
+            matrix = M.confusion_matrix(logits.argmax(-1), target, n_classes)
+            metrics["balanced_accuracy"] = float(torch.tensor(M.per_class_accuracy(matrix)).nanmean())
+            figures["confusion_matrix"] = confusion_figure(matrix, self.classes)
+        return EvalResult(metrics, figures, {"examples": self.example_table(outputs, dataset)})
+
+    def example_table(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> Table:
+        """The first validation clips (in dataset order) with their true and predicted classes."""
+        count = int(self.cfg.tracking.audio_examples)
+        order = outputs["index"].argsort()[:count]
+        table = Table(["index", "audio", "true", "predicted", "confidence"])
+        for row in order.tolist():
+            index = int(outputs["index"][row])
+            probs = torch.sigmoid(outputs["logits"][row]) if self.multi_label else outputs["logits"][row].softmax(-1)
+            target = outputs["target"][row]
+            true = (
+                ";".join(self.classes[i] for i in target.nonzero().flatten().tolist())
+                if self.multi_label
+                else self.classes[int(target)]
+            )
+            audio = dataset[index]["audio"].numpy()
+            clip = AudioClip(audio, int(self.cfg.data.sample_rate), caption=true)
+            table.rows.append([index, clip, true, self.classes[int(probs.argmax())], round(float(probs.max()), 4)])
+        return table
+
+    def export_module(self) -> nn.Module:
+        return self.model

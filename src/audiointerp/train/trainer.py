@@ -1,0 +1,404 @@
+"""The one generic trainer: Accelerate's canonical loop around a task.
+
+`Trainer(cfg).fit()` builds the task, prepares it with its optimiser, scheduler and data loaders, and runs
+epochs of `task(batch) -> (loss, logs)` with gradient accumulation, clipping, a non-finite-loss guard,
+evaluation gathered over processes, atomic checkpoints, W&B tracking, and exact resumption.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from audiointerp import __version__
+from audiointerp.configs import to_yaml
+from audiointerp.errors import ConfigError, NonFiniteLossError
+from audiointerp.evaluation.plots import learning_curves, read_metrics, save_figure
+from audiointerp.train.checkpoint import CheckpointStore, TrainState, write_json_atomic
+from audiointerp.train.optim import build_optimizer, build_scheduler, total_updates
+from audiointerp.train.rundir import SUMMARY_FILE, RunPlan, plan_run
+from audiointerp.train.tasks import EvalResult, Task, task_class
+from audiointerp.train.tracking import Tracking
+
+log = logging.getLogger("audiointerp")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves: its folder, final validation metrics, and its best checkpoint."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+    best_checkpoint: Optional[Path]
+
+
+def make_accelerator(cfg: DictConfig, project_dir: Optional[Path] = None) -> Accelerator:
+    return Accelerator(
+        mixed_precision=str(cfg.train.mixed_precision),
+        gradient_accumulation_steps=int(cfg.train.gradient_accumulation_steps),
+        log_with="wandb" if cfg.tracking.backend == "wandb" else None,
+        project_dir=str(project_dir) if project_dir else None,
+        cpu=bool(cfg.train.cpu),
+        step_scheduler_with_optimizer=False,  # the scheduler counts optimizer updates (see optim.py)
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        persistent_workers=False,  # workers are re-created each epoch, so they see the dataset's epoch
+        generator=torch.Generator().manual_seed(seed),  # shuffling and worker seeds never touch the global RNG
+    )
+
+
+def setup_logging(run_dir: Optional[Path], is_main: bool) -> None:
+    """INFO to the console, and to `events.log` in the run directory (main process)."""
+    log.setLevel(logging.INFO)
+    for handler in list(log.handlers):
+        if getattr(handler, "_audiointerp", False):
+            log.removeHandler(handler)
+            handler.close()
+    if not is_main:
+        return
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(run_dir / "events.log", encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._audiointerp = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.propagate = False
+
+
+def run_evaluation(
+    accelerator: Accelerator, task: Task, loader: DataLoader, progress: bool = True, desc: str = "evaluate"
+) -> dict[str, torch.Tensor]:
+    """Task's eval_step over a prepared loader; outputs gathered over processes, duplicates dropped."""
+    unwrapped: Task = accelerator.unwrap_model(task)
+    was_training = unwrapped.training
+    unwrapped.eval()
+    outputs: dict[str, list[torch.Tensor]] = {}
+    bar = tqdm(loader, desc=desc, disable=not (progress and accelerator.is_main_process), leave=False)
+    with torch.no_grad():
+        for batch in bar:
+            with accelerator.autocast():
+                result = unwrapped.eval_step(batch)
+            result = accelerator.gather_for_metrics(result)
+            for key, value in result.items():
+                outputs.setdefault(key, []).append(value.detach().cpu())
+    unwrapped.train(was_training)
+    if not outputs:
+        raise ValueError(f"{desc}: the evaluation set is empty")
+    return {key: torch.cat(values) for key, values in outputs.items()}
+
+
+def scalar_items(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {f"{prefix}/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+
+
+class Trainer:
+    """Runs one experiment config to the end (or resumes it)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    # --- set-up ---------------------------------------------------------------------------------------
+    def _plan(self) -> RunPlan:
+        state = PartialState(cpu=bool(self.cfg.train.cpu))
+        plan = [plan_run(self.cfg) if state.is_main_process else None]
+        if state.num_processes > 1:
+            broadcast_object_list(plan)
+        return plan[0]
+
+    def _write_run_files(self, plan: RunPlan, metadata: dict[str, Any]) -> None:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        (plan.run_dir / "config.yaml").write_text(to_yaml(self.cfg), encoding="utf-8")
+        write_json_atomic(plan.run_dir / "metadata.json", metadata)
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        plan = self._plan()
+        accelerator = make_accelerator(cfg, plan.run_dir)
+        is_main = accelerator.is_main_process
+        if is_main:
+            plan.run_dir.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        setup_logging(plan.run_dir, is_main)
+        set_seed(int(cfg.train.seed))
+        progress = bool(cfg.train.progress)
+
+        task: Task = task_class(str(cfg.task.name))(cfg)
+        with accelerator.main_process_first():
+            data = task.build_data()
+        task.build_models(data.metadata)
+        if is_main:
+            self._write_run_files(plan, data.metadata)
+        log.info("run %s: task %s, model %s, %d training / %d validation clips, %d process(es) on %s",
+                 plan.run_dir, cfg.task.name, cfg.model.name, len(data.train), len(data.valid),
+                 accelerator.num_processes, accelerator.device)
+
+        seed = int(cfg.train.seed)
+        train_loader = make_loader(data.train, int(cfg.data.batch_size), True, int(cfg.data.num_workers), seed)
+        valid_loader = make_loader(data.valid, int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers), seed)
+        optimizer = build_optimizer(task.trainable_parameters(), cfg.optim)
+        task, optimizer, train_loader, valid_loader = accelerator.prepare(task, optimizer, train_loader, valid_loader)
+        accumulation = int(cfg.train.gradient_accumulation_steps)
+        total = total_updates(len(train_loader), accumulation, int(cfg.train.epochs), cfg.train.max_steps)
+        if total < 1:
+            raise ConfigError("nothing to train: train.epochs and train.max_steps give 0 optimizer updates")
+        scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.optim, total))
+        state = TrainState()
+        accelerator.register_for_checkpointing(state)
+        store = CheckpointStore(plan.run_dir, int(cfg.train.keep_last))
+
+        tracking = Tracking(accelerator, cfg, plan.run_dir, plan.run_id, accelerator.unwrap_model(task).tags(), task.job_type)
+        if plan.resume_from is not None:
+            accelerator.load_state(str(plan.resume_from))
+            log.info("resumed from %s: epoch %d, update %d, batch %d of the epoch",
+                     plan.resume_from, state.epoch, state.step, state.batches_in_epoch)
+            if is_main:
+                tracking.metrics.truncate_after(state.step)
+        if is_main:
+            store.clean_temp()
+        tracking.start()
+
+        loop = _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
+        started = time.time()
+        try:
+            final = loop.run(progress)
+        finally:
+            tracking.finish()
+        result = TrainResult(plan.run_dir, final, store.best())
+        if is_main:
+            self._finish(plan, result, state, time.time() - started)
+        accelerator.wait_for_everyone()
+        return result
+
+    def _finish(self, plan: RunPlan, result: TrainResult, state: TrainState, seconds: float) -> None:
+        metrics_file = plan.run_dir / "metrics.jsonl"
+        if metrics_file.exists():
+            save_figure(learning_curves(read_metrics(metrics_file)), plan.run_dir / "figures" / "learning_curves.png")
+        summary = {
+            "version": __version__,
+            "final": result.metrics,
+            "best_metric": str(self.cfg.train.best_metric),
+            "best_value": state.best_value,
+            "best_step": state.best_step,
+            "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+            "steps": state.step,
+            "epochs": state.epoch,
+            "seconds_this_session": round(seconds, 2),
+        }
+        write_json_atomic(plan.run_dir / SUMMARY_FILE, summary)
+        log.info("finished %s: %s", plan.run_dir, {k: round(v, 4) for k, v in result.metrics.items()})
+
+
+class _Loop:
+    """The state of one training session; split from Trainer to keep each method short."""
+
+    def __init__(self, trainer: Trainer, accelerator: Accelerator, task: Task, optimizer: Any, scheduler: Any,
+                 train_loader: DataLoader, valid_loader: DataLoader, data: Any, state: TrainState,
+                 store: CheckpointStore, tracking: Tracking, total: int) -> None:
+        self.cfg = trainer.cfg
+        self.accelerator = accelerator
+        self.task = task
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_loader = train_loader
+        self.valid_loader = valid_loader
+        self.data = data
+        self.state = state
+        self.store = store
+        self.tracking = tracking
+        self.total = total
+        self.updates_per_epoch = math.ceil(len(train_loader) / int(self.cfg.train.gradient_accumulation_steps))
+        self.last_metrics: dict[str, float] = {}
+
+    # --- pieces ---------------------------------------------------------------------------------------
+    def _epoch_position(self) -> float:
+        return self.state.epoch + self.state.batches_in_epoch / max(1, len(self.train_loader))
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, "sum")
+        if bad.item() > 0:
+            latest = self.store.latest()
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.detach().float().item()} on process {self.accelerator.process_index}) "
+                f"at epoch {self.state.epoch}, update {self.state.step}, batch {self.state.batches_in_epoch} of the epoch. "
+                f"The run stopped without saving; the last good checkpoint is "
+                f"{latest if latest else 'none (no checkpoint yet)'}. Try a lower optim.lr, optim.grad_clip, "
+                f"or check the inputs for NaN."
+            )
+
+    def _accumulate_logs(self, logs: dict[str, torch.Tensor]) -> None:
+        window = self.state.log_window
+        for key, value in logs.items():
+            window[key] = window.get(key, 0.0) + float(value.detach().float().mean())
+        self.state.log_window_batches += 1
+
+    def _reduced_window(self) -> dict[str, float]:
+        """Window sums averaged over processes (every process calls this)."""
+        keys = sorted(self.state.log_window)
+        values = torch.tensor([self.state.log_window[k] for k in keys] + [self.state.log_window_batches], dtype=torch.float64,
+                              device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            values = self.accelerator.reduce(values, "mean")
+        return dict(zip(keys + ["_batches"], values.tolist()))
+
+    def _log_training(self) -> None:
+        reduced = self._reduced_window()
+        batches = max(reduced.pop("_batches"), 1.0)
+        scalars = {f"train/{k}": v / batches for k, v in reduced.items()}
+        scalars["train/lr"] = self.scheduler.get_last_lr()[0]
+        self.tracking.log(scalars, self.state.step, self._epoch_position())
+        self.state.log_window, self.state.log_window_batches = {}, 0.0
+
+    def _sync_window(self) -> None:
+        """Before a checkpoint: make the partial logging window identical on every process, so it resumes exactly."""
+        reduced = self._reduced_window()
+        self.state.log_window_batches = reduced.pop("_batches")
+        self.state.log_window = reduced
+
+    def evaluate(self) -> EvalResult:
+        cfg = self.cfg
+        outputs = run_evaluation(self.accelerator, self.task, self.valid_loader, bool(cfg.train.progress), "validate")
+        result = [None]
+        if self.accelerator.is_main_process:
+            result = [self.accelerator.unwrap_model(self.task).summarize(outputs, self.data.valid)]
+        if self.accelerator.num_processes > 1:
+            metrics = [result[0].metrics if result[0] is not None else None]
+            broadcast_object_list(metrics)
+            if result[0] is None:
+                result = [EvalResult(metrics[0])]
+        return result[0]
+
+    def _report_evaluation(self, result: EvalResult) -> dict[str, float]:
+        scalars = scalar_items(result.metrics, "valid")
+        self.tracking.log(scalars, self.state.step, self._epoch_position())
+        if self.accelerator.is_main_process:
+            figures_dir = self.store.dir.parent / "figures"
+            self.tracking.log_figures(result.figures, self.state.step, "valid")
+            self.tracking.log_tables(result.tables, self.state.step, "valid")
+            for name, figure in result.figures.items():
+                save_figure(figure, figures_dir / f"{name}.png")
+        return scalars
+
+    def _is_better(self, scalars: dict[str, float]) -> bool:
+        key = str(self.cfg.train.best_metric)
+        if key not in scalars:
+            raise ConfigError(f"train.best_metric={key!r} is not an evaluation metric; available: {', '.join(sorted(scalars))}")
+        value, best = scalars[key], self.state.best_value
+        better = best is None or (value < best if self.cfg.train.best_mode == "min" else value > best)
+        if better:
+            self.state.best_value, self.state.best_step = value, self.state.step
+        return better
+
+    def save(self, is_best: bool = False) -> None:
+        accelerator = self.accelerator
+        self._sync_window()
+        temp = self.store.temp_dir(self.state.step)
+        if accelerator.is_main_process:
+            shutil.rmtree(temp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(temp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            info = {"step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
+                    "metrics": self.last_metrics, "version": __version__, "time": time.time()}
+            final = self.store.commit(temp, self.state.step, info, is_best)
+            if self.cfg.tracking.log_checkpoints == "all":
+                self.tracking.log_checkpoint(final, ["latest", "best"] if is_best else ["latest"])
+            log.info("checkpoint %s%s", final, " (best)" if is_best else "")
+        accelerator.wait_for_everyone()
+
+    def after_update(self) -> None:
+        """Hook after each optimizer update (logging and mid-epoch checkpoints)."""
+        cfg = self.cfg.train
+        if self.state.step % int(cfg.log_every_steps) == 0:
+            self._log_training()
+        end_of_epoch = self.state.batches_in_epoch >= len(self.train_loader)
+        every = cfg.checkpoint_every_steps
+        if every and self.state.step % int(every) == 0 and self.state.step < self.total and not end_of_epoch:
+            self.save()
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def run_epoch(self, bar: tqdm) -> bool:
+        """One (possibly resumed) epoch. Returns False when the update budget ran out."""
+        accelerator, state, cfg = self.accelerator, self.state, self.cfg
+        self.train_loader.set_epoch(state.epoch)
+        loader = self.train_loader
+        if state.batches_in_epoch:
+            loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
+        self.task.train()
+        clip = cfg.optim.grad_clip
+        for batch in loader:
+            with accelerator.accumulate(self.task):
+                loss, logs = self.task(batch)
+                self._check_finite(loss)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and clip:
+                    accelerator.clip_grad_norm_(self.accelerator.unwrap_model(self.task).trainable_parameters(), float(clip))
+                self.optimizer.step()
+                if accelerator.sync_gradients:
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            state.batches_in_epoch += 1
+            self._accumulate_logs(logs)
+            if accelerator.sync_gradients:
+                state.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", epoch=state.epoch)
+                self.after_update()
+                if state.step >= self.total:
+                    return False
+        return True
+
+    def run(self, progress: bool) -> dict[str, float]:
+        cfg, state = self.cfg, self.state
+        epochs = int(cfg.train.epochs)
+        bar = tqdm(total=self.total, initial=state.step, desc=f"train {cfg.experiment}", unit="update",
+                   disable=not (progress and self.accelerator.is_main_process), dynamic_ncols=True)
+        with bar:
+            while state.epoch < epochs and state.step < self.total:
+                more = self.run_epoch(bar)
+                finished_epoch = more or state.batches_in_epoch >= len(self.train_loader)
+                if finished_epoch:
+                    state.epoch += 1
+                    state.batches_in_epoch = 0
+                last = not more or state.epoch >= epochs
+                if self.state.log_window_batches:
+                    self._log_training()
+                if last or (finished_epoch and state.epoch % int(cfg.train.eval_every_epochs) == 0):
+                    result = self.evaluate()
+                    scalars = self._report_evaluation(result)
+                    self.last_metrics = scalars
+                    self.save(is_best=self._is_better(scalars))
+                else:
+                    self.save()
+                if last:
+                    break
+        if cfg.tracking.log_checkpoints == "best" and self.accelerator.is_main_process and self.store.best():
+            self.tracking.log_checkpoint(self.store.best(), ["best"])
+        if not self.last_metrics:  # resumed after the last evaluation had already been saved
+            self.last_metrics = scalar_items(self.evaluate().metrics, "valid")
+        return self.last_metrics
