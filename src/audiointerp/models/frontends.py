@@ -18,6 +18,16 @@ def as_mono_batch(waveform: torch.Tensor) -> torch.Tensor:
     return waveform
 
 
+def compact_buffers(module: nn.Module) -> nn.Module:
+    """Give every buffer its own storage (torch's periodic windows are views of a longer tensor, which
+    safetensors refuses to save)."""
+    for sub in module.modules():
+        for name, buffer in list(sub.named_buffers(recurse=False)):
+            if buffer is not None and buffer.untyped_storage().nbytes() != buffer.numel() * buffer.element_size():
+                setattr(sub, name, buffer.clone())
+    return module
+
+
 class LogMel(nn.Module):
     """Log-mel spectrogram: STFT power, mel filter bank, log(mel + offset), as [B, 1, n_mels, frames]."""
 
@@ -51,6 +61,7 @@ class LogMel(nn.Module):
             center=True,
             mel_scale="htk",
         )
+        compact_buffers(self)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         mel = self.mel(as_mono_batch(waveform).float())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -65,4 +64,5 @@ def evaluate(
         broadcast_object_list(metrics)
         result = [result[0] or EvalResult(metrics[0])]
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return result[0]

@@ -148,5 +148,5 @@ class Tracking:
         self._run.log_artifact(artifact, aliases=aliases)
 
     def finish(self) -> None:
-        if self.enabled:
-            self.accelerator.end_training()
+        """End the W&B run (main process) and Accelerate's training state."""
+        self.accelerator.end_training()

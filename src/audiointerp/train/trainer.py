@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -44,13 +45,20 @@ class TrainResult:
     best_checkpoint: Optional[Path]
 
 
+def use_cpu(cfg: DictConfig) -> bool:
+    """CPU when asked, or when launched on several processes (torchrun / accelerate launch) without CUDA:
+    Accelerate then runs DDP over gloo, as it does for multi-CPU training."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.environ.get("LOCAL_RANK") is not None
+    return bool(cfg.train.cpu) or (launched and not torch.cuda.is_available())
+
+
 def make_accelerator(cfg: DictConfig, project_dir: Optional[Path] = None) -> Accelerator:
     return Accelerator(
         mixed_precision=str(cfg.train.mixed_precision),
         gradient_accumulation_steps=int(cfg.train.gradient_accumulation_steps),
         log_with="wandb" if cfg.tracking.backend == "wandb" else None,
         project_dir=str(project_dir) if project_dir else None,
-        cpu=bool(cfg.train.cpu),
+        cpu=use_cpu(cfg),
         step_scheduler_with_optimizer=False,  # the scheduler counts optimizer updates (see optim.py)
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
@@ -121,7 +129,7 @@ class Trainer:
 
     # --- set-up ---------------------------------------------------------------------------------------
     def _plan(self) -> RunPlan:
-        state = PartialState(cpu=bool(self.cfg.train.cpu))
+        state = PartialState(cpu=use_cpu(self.cfg))
         plan = [plan_run(self.cfg) if state.is_main_process else None]
         if state.num_processes > 1:
             broadcast_object_list(plan)
@@ -169,7 +177,8 @@ class Trainer:
         accelerator.register_for_checkpointing(state)
         store = CheckpointStore(plan.run_dir, int(cfg.train.keep_last))
 
-        tracking = Tracking(accelerator, cfg, plan.run_dir, plan.run_id, accelerator.unwrap_model(task).tags(), task.job_type)
+        core: Task = accelerator.unwrap_model(task)
+        tracking = Tracking(accelerator, cfg, plan.run_dir, plan.run_id, core.tags(), core.job_type)
         if plan.resume_from is not None:
             accelerator.load_state(str(plan.resume_from))
             log.info("resumed from %s: epoch %d, update %d, batch %d of the epoch",
@@ -183,13 +192,12 @@ class Trainer:
         loop = _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
         started = time.time()
         try:
-            final = loop.run(progress)
+            result = TrainResult(plan.run_dir, loop.run(progress), store.best())
+            if is_main:
+                self._finish(plan, result, state, time.time() - started)
+            accelerator.wait_for_everyone()
         finally:
-            tracking.finish()
-        result = TrainResult(plan.run_dir, final, store.best())
-        if is_main:
-            self._finish(plan, result, state, time.time() - started)
-        accelerator.wait_for_everyone()
+            tracking.finish()  # ends the W&B run and the process group
         return result
 
     def _finish(self, plan: RunPlan, result: TrainResult, state: TrainState, seconds: float) -> None:

@@ -1,0 +1,519 @@
+"""Manifests (lists of labelled audio files) and the dataset that reads them.
+
+The generic manifest format is a CSV with required columns ``path`` and ``label`` and optional
+``description`` and ``fold``; every other column is a *factor* (e.g. ``material``, ``action``).
+Multi-label rows join their labels with ``;``. Paths are relative to the CSV's folder unless absolute.
+Official dataset layouts (ESC-50, UrbanSound8K, FSD50K, MSOS) are read by :mod:`.readers`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from audiointerp.datasets import audio as _audio
+from audiointerp.datasets.cache import AudioCache
+from audiointerp.errors import AudioFileError, DatasetError
+
+__all__ = [
+    "FORMATS",
+    "LABEL_SEPARATOR",
+    "Manifest",
+    "ManifestDataset",
+    "ManifestRow",
+    "SkippedAudioWarning",
+    "load_manifest",
+    "read_manifest",
+]
+
+LABEL_SEPARATOR = ";"
+RESERVED_COLUMNS = ("path", "label", "description", "fold")
+FORMATS = ("auto", "manifest", "esc50", "urbansound8k", "fsd50k", "msos")
+
+
+class SkippedAudioWarning(UserWarning):
+    """Some audio files were skipped (``on_error="skip"``); the dataset's ``skipped`` lists them."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One audio file: its path, label(s), free-text description, fold and factor values."""
+
+    path: str
+    labels: tuple[str, ...]
+    description: str = ""
+    fold: str = ""
+    factors: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+def _preview(values: Sequence[str], limit: int = 60) -> str:
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+@dataclass
+class Manifest:
+    """Rows of a dataset; row paths are relative to ``root`` unless absolute.
+
+    ``classes`` optionally declares the official class order of the ``label`` column (readers of official
+    datasets set it, e.g. ESC-50's ``target`` order); empty means "sorted label values".
+    """
+
+    root: Path
+    rows: list[ManifestRow]
+    factor_names: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.rows = list(self.rows)
+        self.factor_names = tuple(self.factor_names)
+        self.classes = tuple(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def resolve(self, row: ManifestRow | int) -> Path:
+        """Absolute path of ``row`` (a row or a row index)."""
+        r = self.rows[row] if isinstance(row, (int, np.integer)) else row
+        p = Path(r.path).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def column_values(self, row: ManifestRow, column: str) -> tuple[str, ...]:
+        """The value(s) of ``column`` for ``row``: labels, fold, description, or a factor."""
+        if column == "label":
+            return row.labels
+        if column == "fold":
+            return (row.fold,)
+        if column == "description":
+            return (row.description,)
+        if column not in self.factor_names:
+            raise DatasetError(
+                f"unknown column {column!r} in manifest {self.source or self.root}; "
+                f"available: 'label', 'fold', 'description'" + "".join(f", {f!r}" for f in self.factor_names)
+            )
+        return (row.factors.get(column, ""),)
+
+    def label_values(self, column: str = "label") -> list[str]:
+        """Sorted unique values of ``label`` (every label of multi-label rows) or of a factor column."""
+        values: set[str] = set()
+        for row in self.rows:
+            values.update(self.column_values(row, column))
+        return sorted(values)
+
+    def select_folds(self, folds: Sequence[str | int] | str | int) -> Manifest:
+        """Rows whose fold is in ``folds`` (compared as strings); an empty result raises DatasetError.
+
+        The subset keeps the class list of the whole manifest (declared, or its sorted labels), so that
+        training and validation subsets index classes alike even when a fold lacks a class.
+        """
+        if isinstance(folds, (str, int)):
+            folds = [folds]
+        wanted = {str(f) for f in folds}
+        rows = [r for r in self.rows if r.fold in wanted]
+        if not rows:
+            available = sorted({r.fold for r in self.rows}, key=lambda s: (len(s), s))
+            raise DatasetError(
+                f"no rows in folds {sorted(wanted)} of manifest {self.source or self.root}; "
+                f"folds available: {available}"
+            )
+        classes = self.classes or tuple(self.label_values("label"))
+        return Manifest(self.root, rows, self.factor_names, classes, self.source)
+
+    def write_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write the generic CSV format; paths are written relative to the CSV's folder when possible."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        base = out.parent.absolute()
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow([*RESERVED_COLUMNS, *self.factor_names])
+                for row in self.rows:
+                    for lab in row.labels:
+                        if LABEL_SEPARATOR in lab:
+                            raise DatasetError(
+                                f"label {lab!r} of {row.path!r} contains {LABEL_SEPARATOR!r}, "
+                                "which the manifest format uses to separate labels"
+                            )
+                    absolute = self.resolve(row).absolute()
+                    try:
+                        rel = os.path.relpath(absolute, base)
+                        written = rel if not rel.startswith("..") else str(absolute)
+                    except ValueError:
+                        written = str(absolute)
+                    writer.writerow(
+                        [
+                            Path(written).as_posix(),
+                            LABEL_SEPARATOR.join(row.labels),
+                            row.description,
+                            row.fold,
+                            *(row.factors.get(f, "") for f in self.factor_names),
+                        ]
+                    )
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read a manifest in the generic CSV format (see the module docstring)."""
+    src = Path(path)
+    if not src.is_file():
+        raise DatasetError(f"manifest {str(src)!r} not found")
+    with open(src, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise DatasetError(f"manifest {str(src)!r} is empty: expected a header with columns 'path' and 'label'")
+        header = [h.strip() for h in header]
+        for col in ("path", "label"):
+            if col not in header:
+                raise DatasetError(
+                    f"manifest {str(src)!r}: missing required column {col!r} (header: {header}); "
+                    "the generic format needs 'path' and 'label'"
+                )
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise DatasetError(f"manifest {str(src)!r}: duplicate columns {dupes}")
+        col = {h: k for k, h in enumerate(header)}
+        factor_names = tuple(h for h in header if h not in RESERVED_COLUMNS and h)
+        rows: list[ManifestRow] = []
+        for number, values in enumerate(reader, start=1):
+            if not any(v.strip() for v in values):
+                continue
+            where = f"manifest {str(src)!r}, row {number} (line {reader.line_num})"
+            if len(values) > len(header):
+                raise DatasetError(f"{where}: {len(values)} fields but the header has {len(header)}")
+            values = values + [""] * (len(header) - len(values))
+            record = {name: values[k].strip() for name, k in col.items()}
+
+            rel = record.get("path", "")
+            if not rel:
+                raise DatasetError(f"{where}: missing value in column 'path'")
+            pieces = (s.strip() for s in record.get("label", "").split(LABEL_SEPARATOR))
+            labels = tuple(dict.fromkeys(s for s in pieces if s))
+            if not labels:
+                raise DatasetError(f"{where}: empty value in column 'label' (file {rel!r})")
+            rows.append(
+                ManifestRow(
+                    path=rel,
+                    labels=labels,
+                    description=record.get("description", ""),
+                    fold=record.get("fold", ""),
+                    factors={f: record.get(f, "") for f in factor_names},
+                )
+            )
+    if not rows:
+        raise DatasetError(f"manifest {str(src)!r} has a header but no rows")
+    return Manifest(src.parent, rows, factor_names, source=str(src))
+
+
+def _is_generic_csv(path: Path) -> bool:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+    except OSError:
+        return False
+    return "path" in header and "label" in header
+
+
+def load_manifest(source: str | os.PathLike[str], format: str = "auto") -> Manifest:
+    """Load a manifest CSV or an official dataset root.
+
+    ``format`` is one of ``auto``, ``manifest``, ``esc50``, ``urbansound8k``, ``fsd50k``, ``msos``.
+    ``auto`` reads a CSV in the generic format (or an official metadata CSV such as ``meta/esc50.csv``),
+    and for a directory detects the official layout from the files present (or a ``manifest.csv`` in it).
+    """
+    from audiointerp.datasets import readers
+
+    fmt = str(format).lower().replace("-", "").replace("_", "")
+    if fmt not in FORMATS:
+        raise DatasetError(f"unknown dataset format {format!r}; valid formats: {list(FORMATS)}")
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise DatasetError(f"dataset source {str(src)!r} does not exist (expected a manifest .csv or a dataset root)")
+    if src.is_file():
+        if fmt == "manifest" or (fmt == "auto" and _is_generic_csv(src)):
+            return read_manifest(src)
+        root = readers.root_of_metadata_file(src, None if fmt == "auto" else fmt)
+        if root is None:
+            raise DatasetError(
+                f"{str(src)!r} is neither a generic manifest (columns 'path', 'label') nor a known "
+                f"official metadata file; pass the dataset root directory and a format from {list(FORMATS)}"
+            )
+        fmt, src = root
+    if fmt == "manifest":
+        csv_path = src / "manifest.csv"
+        if not csv_path.is_file():
+            raise DatasetError(f"format 'manifest' expects {str(csv_path)!r} in the directory {str(src)!r}")
+        return read_manifest(csv_path)
+    if fmt == "auto":
+        detected = readers.detect_format(src)
+        if detected is None:
+            raise DatasetError(
+                f"cannot detect the dataset layout of {str(src)!r}: expected one of "
+                + "; ".join(f"{name}: {hint}" for name, hint in readers.LAYOUT_HINTS.items())
+            )
+        fmt = detected
+        if fmt == "manifest":
+            return read_manifest(src / "manifest.csv")
+    return readers.READERS[fmt](src)
+
+
+# -------------------------------------------------------------------------------------------------
+# Dataset
+# -------------------------------------------------------------------------------------------------
+
+
+class ManifestDataset(Dataset):
+    """Audio examples of a manifest as ``{"audio", "target", "index"}`` dicts.
+
+    ``audio`` is float32 ``[channels, n]`` with ``n = round(seconds * sample_rate)`` (the full clip when
+    ``seconds`` is None). Training crops start at an offset drawn from ``default_rng([seed, epoch, i])``;
+    evaluation crops start at 0; short clips are zero-padded at the end. ``target`` is the int64 class
+    index, or a float32 multi-hot vector with ``multi_label=True``. Files are checked at construction
+    (``on_error="skip"`` drops bad ones into ``skipped``); with ``cache_dir`` the decoded audio is cached
+    once on disk (:class:`~audiointerp.datasets.cache.AudioCache`) and read back from a memmap. Without a
+    cache, a file whose header checks out but whose samples fail to decode raises AudioFileError when read.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        sample_rate: int,
+        seconds: float | None,
+        channels: int = 1,
+        train: bool = False,
+        label_column: str = "label",
+        classes: Sequence[str] | None = None,
+        multi_label: bool = False,
+        cache_dir: str | Path | None = None,
+        on_error: str = "raise",
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        _audio.check_audio_params(sample_rate, channels)
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if seconds is not None and (isinstance(seconds, bool) or not float(seconds) > 0):
+            raise ValueError(f"seconds must be positive or None (full clips), got {seconds!r}")
+        if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not isinstance(manifest, Manifest):
+            raise TypeError(f"manifest must be a Manifest, got {type(manifest).__name__}")
+        if len(manifest) == 0:
+            raise DatasetError(f"manifest {manifest.source or manifest.root} has no rows")
+        self.manifest = manifest
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.seconds = None if seconds is None else float(seconds)
+        self.n_samples: int | None = None if seconds is None else max(1, round(float(seconds) * self.sample_rate))
+        self.train = bool(train)
+        self.label_column = label_column
+        self.multi_label = bool(multi_label)
+        self.on_error = on_error
+        self.seed = int(seed)
+        self.epoch = 0
+        self.progress = bool(progress)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+
+        self.classes: list[str] = self._choose_classes(classes)
+        self.class_to_index = {c: k for k, c in enumerate(self.classes)}
+        label_sets = [self._row_targets(k, row) for k, row in enumerate(manifest.rows)]
+
+        paths = [manifest.resolve(r).absolute() for r in manifest.rows]
+        self.skipped: list[tuple[str, str]] = []
+        # with a cache, header checks are needed only when the cache has to be built
+        keep = self._check_files(paths, read_header=self.cache_dir is None)
+        if not keep:
+            raise DatasetError(
+                f"every audio file of manifest {manifest.source or manifest.root} was skipped "
+                f"(first: {self.skipped[0][0]!r}: {self.skipped[0][1]})"
+            )
+        self.cache: AudioCache | None = None
+        self.cache_built = False
+        self._cache_keep: list[int] = []
+        if self.cache_dir is not None:
+            keep = self._open_cache(paths, keep)
+        self.rows: list[ManifestRow] = [manifest.rows[k] for k in keep]
+        self.paths: list[Path] = [paths[k] for k in keep]
+        self._targets: list[tuple[int, ...]] = [label_sets[k] for k in keep]
+        self._cache_pos: list[int] | None = None
+        if self.cache is not None:
+            pos = {k: j for j, k in enumerate(self._cache_keep)}
+            self._cache_pos = [pos[k] for k in keep]
+        if self.skipped:
+            first_path, first_reason = self.skipped[0]
+            warnings.warn(
+                SkippedAudioWarning(
+                    f"skipped {len(self.skipped)} of {len(manifest)} audio files that cannot be read "
+                    f"(first: {first_path!r}: {first_reason}); see dataset.skipped"
+                ),
+                stacklevel=2,
+            )
+        if not self.rows:
+            raise DatasetError(f"every audio file of manifest {manifest.source or manifest.root} was skipped")
+
+    # --- construction helpers ----------------------------------------------------------------
+    def _choose_classes(self, classes: Sequence[str] | None) -> list[str]:
+        if classes is not None:
+            chosen = [str(c) for c in classes]
+            dupes = sorted({c for c in chosen if chosen.count(c) > 1})
+            if dupes:
+                raise DatasetError(f"classes contain duplicates: {dupes}")
+            if not chosen:
+                raise DatasetError("classes is empty")
+            return chosen
+        if self.label_column == "label" and self.manifest.classes:
+            return list(self.manifest.classes)
+        return self.manifest.label_values(self.label_column)
+
+    def _row_targets(self, k: int, row: ManifestRow) -> tuple[int, ...]:
+        values = self.manifest.column_values(row, self.label_column)
+        if not self.multi_label and len(values) != 1:
+            raise DatasetError(
+                f"row {k + 1} ({row.path!r}) has {len(values)} labels {list(values)}; "
+                "pass multi_label=True for multi-label data"
+            )
+        out = []
+        for v in values:
+            if v not in self.class_to_index:
+                raise DatasetError(
+                    f"row {k + 1} ({row.path!r}): {self.label_column} {v!r} is not a known class; "
+                    f"valid classes: {_preview(self.classes)}"
+                )
+            out.append(self.class_to_index[v])
+        return tuple(out)
+
+    @staticmethod
+    def _file_problems(paths: list[Path], *, read_header: bool) -> list[str | None]:
+        """Why each file cannot be used (None: fine), from cheap checks; threaded for long lists."""
+
+        def check(p: Path) -> str | None:
+            try:
+                _audio.check_audio_file(p, read_header=read_header)
+            except AudioFileError as exc:
+                return exc.reason
+            return None
+
+        workers = max(1, min(8, os.cpu_count() or 1))
+        if read_header and len(paths) > 64 and workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(check, paths, chunksize=64))
+        return [check(p) for p in paths]
+
+    def _check_files(self, paths: list[Path], *, read_header: bool) -> list[int]:
+        """Indices of the usable files; a bad one raises (``on_error="raise"``) or is recorded in ``skipped``."""
+        keep = []
+        for k, reason in enumerate(self._file_problems(paths, read_header=read_header)):
+            if reason is None:
+                keep.append(k)
+            elif self.on_error == "raise":
+                raise AudioFileError(paths[k], reason)
+            else:
+                self.skipped.append((str(paths[k]), reason))
+        return keep
+
+    def _open_cache(self, paths: list[Path], keep: list[int]) -> list[int]:
+        """Open (or build) the cache of the files in ``keep``; return the indices whose audio it holds.
+
+        A valid cache already knows which files failed; otherwise headers are checked before building,
+        and files with bad headers are recorded in the cache as failed without being decoded.
+        """
+        assert self.cache_dir is not None
+        cache = AudioCache(self.cache_dir, [paths[k].resolve() for k in keep], self.sample_rate, self.channels)
+        if cache.load():
+            self.cache_built = False
+        else:
+            known: dict[int, str] = {}
+            problems = self._file_problems([paths[k] for k in keep], read_header=True)
+            for j, reason in enumerate(problems):
+                if reason is not None:
+                    if self.on_error == "raise":
+                        raise AudioFileError(paths[keep[j]], reason)
+                    known[j] = reason
+            self.cache_built = cache.ensure(on_error=self.on_error, progress=self.progress, known_failures=known)
+        self._cache_keep = list(keep)
+        kept = []
+        for j, k in enumerate(keep):
+            reason = cache.failures.get(j)
+            if reason is None:
+                kept.append(k)
+            elif self.on_error == "raise":
+                raise AudioFileError(paths[k], reason)
+            else:
+                self.skipped.append((str(paths[k]), reason))
+        self.cache = cache
+        return kept
+
+    # --- public ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def targets(self) -> list[tuple[int, ...]]:
+        """Class indices of every example (one per label), e.g. for balanced samplers."""
+        return list(self._targets)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random crops ``__getitem__`` returns (training only)."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch!r}")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _crop_offset(self, i: int, length: int) -> int:
+        n = self.n_samples
+        if n is None or not self.train or length <= n:
+            return 0
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return int(rng.integers(0, length - n + 1))
+
+    def _audio(self, i: int) -> torch.Tensor:
+        n = self.n_samples
+        if self.cache is not None:
+            assert self._cache_pos is not None
+            j = self._cache_pos[i]
+            length = int(self.cache.lengths[j])
+            start = self._crop_offset(i, length)
+            x = torch.from_numpy(self.cache.read(j, start, n))
+            return x if n is None else _audio.fit_length(x, n)
+        x = _audio.load_audio(self.paths[i], self.sample_rate, self.channels)
+        if n is None:
+            return x
+        out = _audio.fit_length(x, n, self._crop_offset(i, x.shape[-1]))
+        return out.clone() if x.shape[-1] > n else out  # a crop must not keep the whole clip alive
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} examples")
+        target_ids = self._targets[i]
+        if self.multi_label:
+            target = torch.zeros(len(self.classes), dtype=torch.float32)
+            target[list(target_ids)] = 1.0
+        else:
+            target = torch.tensor(target_ids[0], dtype=torch.int64)
+        return {"audio": self._audio(i), "target": target, "index": torch.tensor(i, dtype=torch.int64)}

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audiointerp.configs import available_configs, load_config, to_yaml
+from audiointerp.errors import ConfigError
+
+
+def test_shipped_configs_load_with_required_values_given() -> None:
+    assert "classifier" in available_configs()
+    for name in available_configs():
+        cfg = load_config(name, ["data.source=somewhere.csv"])
+        assert cfg.experiment and cfg.task.name
+
+
+def test_overrides_apply_and_types_are_converted() -> None:
+    cfg = load_config("classifier", ["data.source=x.csv", "train.epochs=3", "optim.lr=0.5", "data.valid_folds=[2]"])
+    assert cfg.train.epochs == 3 and cfg.optim.lr == 0.5 and list(cfg.data.valid_folds) == ["2"]
+    assert "epochs: 3" in to_yaml(cfg)
+
+
+def test_unknown_key_names_it_and_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.sorce'.*did you mean 'data.source'"):
+        load_config("classifier", ["data.sorce=x.csv"])
+
+
+def test_unknown_key_in_a_yaml_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("experiment: e\ntask: {name: classifier}\ndata: {source: x.csv}\ntrain: {epoch: 3}\n")
+    with pytest.raises(ConfigError, match=r"'train.epoch'.*exp.yaml.*did you mean 'train.epochs'"):
+        load_config(path)
+
+
+def test_required_value_has_no_silent_default() -> None:
+    with pytest.raises(ConfigError, match="data.source"):
+        load_config("classifier")
+
+
+def test_bad_type_and_bad_choice_are_errors() -> None:
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config("classifier", ["data.source=x", "train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"optim.scheduler.*did you mean 'cosine'"):
+        load_config("classifier", ["data.source=x", "optim.scheduler=cosin"])
+
+
+def test_unknown_task_and_config_names() -> None:
+    with pytest.raises(ConfigError, match=r"unknown task 'clasifier'.*did you mean 'classifier'"):
+        load_config("classifier", ["data.source=x", "task.name=clasifier"])
+    with pytest.raises(ConfigError, match=r"no config named 'clasifier'.*did you mean 'classifier'"):
+        load_config("clasifier")
+
+
+def test_malformed_override() -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("classifier", ["data.source"])

@@ -1,0 +1,324 @@
+"""Manifests and ManifestDataset (audiointerp.datasets.manifest)."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from audiointerp.datasets.audio import load_audio
+from audiointerp.datasets.manifest import (
+    Manifest,
+    ManifestDataset,
+    ManifestRow,
+    SkippedAudioWarning,
+    load_manifest,
+    read_manifest,
+)
+from audiointerp.errors import AudioFileError, DatasetError
+
+SR = 8000
+
+
+def _wav(path: Path, n: int, seed: int, sr: int = SR, channels: int = 1) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(seed).uniform(-0.5, 0.5, size=(n, channels)).astype(np.float32)
+    sf.write(str(path), data, sr, subtype="FLOAT")
+    return path
+
+
+def _csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    """A generic manifest over 6 clips of different lengths, 2 folds, factors material/action."""
+    specs = [
+        ("a/wood_tap.wav", "wood", "1", "tapping", 900),
+        ("a/metal_tap.wav", "metal", "1", "tapping", 300),
+        ("b/wood_rub.wav", "wood", "2", "rubbing", 1200),
+        ("b/glass_rub.wav", "glass", "2", "rubbing", 650),
+        ("b/metal_rub.wav", "metal", "2", "rubbing", 1000),
+        ("c/glass_tap.wav", "glass", "3", "tapping", 800),
+    ]
+    rows = []
+    for k, (rel, mat, fold, act, n) in enumerate(specs):
+        _wav(tmp_path / rel, n, seed=k)
+        rows.append([rel, mat, f"a {mat} sound", fold, mat, act])
+    _csv(tmp_path / "manifest.csv", ["path", "label", "description", "fold", "material", "action"], rows)
+    return tmp_path
+
+
+def test_read_manifest_fields(tree: Path) -> None:
+    m = read_manifest(tree / "manifest.csv")
+    assert len(m) == 6 and m.root == tree
+    assert m.factor_names == ("material", "action")
+    row = m.rows[0]
+    assert row == ManifestRow(
+        "a/wood_tap.wav", ("wood",), "a wood sound", "1", {"material": "wood", "action": "tapping"}
+    )
+    assert m.resolve(row) == tree / "a/wood_tap.wav" and m.resolve(0) == tree / "a/wood_tap.wav"
+    assert m.label_values() == ["glass", "metal", "wood"]
+    assert m.label_values("action") == ["rubbing", "tapping"]
+    with pytest.raises(DatasetError, match="unknown column 'size'.*'material'"):
+        m.label_values("size")
+
+
+def test_multi_label_and_absolute_paths(tmp_path: Path) -> None:
+    absolute = _wav(tmp_path / "elsewhere" / "x.wav", 100, 0)
+    _csv(tmp_path / "m.csv", ["path", "label"], [[str(absolute), "dog; bark ;dog"], ["rel.wav", "cat"]])
+    m = read_manifest(tmp_path / "m.csv")
+    assert m.rows[0].labels == ("dog", "bark")
+    assert m.resolve(m.rows[0]) == absolute
+    assert m.label_values() == ["bark", "cat", "dog"]
+    assert m.factor_names == ()
+
+
+def test_select_folds(tree: Path) -> None:
+    m = read_manifest(tree / "manifest.csv")
+    assert [r.fold for r in m.select_folds([1, "3"]).rows] == ["1", "1", "3"]
+    assert len(m.select_folds([2])) == 3
+    with pytest.raises(DatasetError, match=r"folds \['7'\].*available: \['1', '2', '3'\]"):
+        m.select_folds([7])
+    fold3 = m.select_folds(3)  # only glass: the class list of the whole manifest is kept
+    assert fold3.label_values() == ["glass"] and fold3.classes == ("glass", "metal", "wood")
+    assert _ds(fold3).classes == ["glass", "metal", "wood"]
+
+
+def test_write_csv_round_trip_to_another_folder(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    m = read_manifest(tree / "manifest.csv")
+    m.rows.append(
+        ManifestRow("c/glass_tap.wav", ("glass", "tap"), "two labels", "3", {"material": "glass", "action": "tapping"})
+    )
+    inside = tree / "sub" / "copy.csv"
+    m.write_csv(inside)
+    outside = tmp_path_factory.mktemp("other") / "copy.csv"
+    m.write_csv(outside)
+    for path in (inside, outside):
+        back = read_manifest(path)
+        assert back.factor_names == m.factor_names
+        assert [back.resolve(r).resolve() for r in back.rows] == [m.resolve(r).resolve() for r in m.rows]
+        assert [(r.labels, r.description, r.fold, dict(r.factors)) for r in back.rows] == [
+            (r.labels, r.description, r.fold, dict(r.factors)) for r in m.rows
+        ]
+    # files below the CSV's folder are written relative to it, others as absolute paths
+    written = Path(read_manifest(inside).rows[0].path)
+    assert written.is_absolute() and written.resolve() == (tree / "a/wood_tap.wav").resolve()
+    m.write_csv(tree / "copy.csv")
+    assert read_manifest(tree / "copy.csv").rows[0].path == "a/wood_tap.wav"
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "pattern"),
+    [
+        (["path", "fold"], [["x.wav", "1"]], r"bad.csv.*missing required column 'label'"),
+        (["label"], [["dog"]], r"bad.csv.*missing required column 'path'"),
+        (
+            ["path", "label"],
+            [["x.wav", "dog"], ["y.wav", " "]],
+            r"bad.csv.*row 2 \(line 3\).*empty value in column 'label'",
+        ),
+        (["path", "label"], [["", "dog"]], r"bad.csv.*row 1.*missing value in column 'path'"),
+        (["path", "label"], [], r"bad.csv.*no rows"),
+    ],
+)
+def test_manifest_format_errors(tmp_path: Path, header: list[str], rows: list[list[str]], pattern: str) -> None:
+    with pytest.raises(DatasetError, match=pattern):
+        read_manifest(_csv(tmp_path / "bad.csv", header, rows))
+
+
+def test_load_manifest_sources_and_formats(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert len(load_manifest(tree / "manifest.csv")) == 6
+    assert len(load_manifest(tree)) == 6  # a directory holding manifest.csv
+    assert len(load_manifest(tree, format="manifest")) == 6
+    with pytest.raises(
+        DatasetError,
+        match=r"unknown dataset format 'esc-51'.*'auto'.*'manifest'.*'esc50'.*'urbansound8k'.*'fsd50k'.*'msos'",
+    ):
+        load_manifest(tree, format="esc-51")
+    empty = tmp_path_factory.mktemp("empty")
+    with pytest.raises(DatasetError, match="cannot detect the dataset layout.*esc50.csv.*UrbanSound8K.csv.*FSD50K"):
+        load_manifest(empty)
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_manifest(empty / "missing")
+
+
+# --- ManifestDataset -------------------------------------------------------------------------------
+
+
+def _ds(m: Manifest, **kw) -> ManifestDataset:
+    kw.setdefault("sample_rate", SR)
+    kw.setdefault("seconds", 0.05)
+    kw.setdefault("progress", False)
+    return ManifestDataset(m, **kw)
+
+
+def test_items_have_the_documented_shapes(tree: Path) -> None:
+    m = read_manifest(tree / "manifest.csv")
+    ds = _ds(m, seconds=0.1)
+    assert len(ds) == 6 and ds.classes == ["glass", "metal", "wood"] and ds.num_classes == 3
+    item = ds[1]
+    assert set(item) == {"audio", "target", "index"}
+    assert item["audio"].dtype == torch.float32 and item["audio"].shape == (1, 800)
+    assert (
+        item["target"].dtype == torch.int64
+        and item["target"].shape == ()
+        and ds.classes[int(item["target"])] == "metal"
+    )
+    assert item["index"].dtype == torch.int64 and int(item["index"]) == 1
+    assert int(ds[-1]["index"]) == 5
+    with pytest.raises(IndexError):
+        ds[6]
+    stereo = _ds(m, sample_rate=16000, seconds=0.1, channels=2)[0]["audio"]
+    assert stereo.shape == (2, 1600) and torch.equal(stereo[0], stereo[1])
+
+
+def test_evaluation_crops_from_start_and_pads_at_end(tree: Path) -> None:
+    m = read_manifest(tree / "manifest.csv")
+    ds = _ds(m, seconds=0.1)  # 800 samples
+    full_long = load_audio(m.resolve(0), SR)  # 900 samples
+    full_short = load_audio(m.resolve(1), SR)  # 300 samples
+    assert torch.equal(ds[0]["audio"], full_long[:, :800])
+    short = ds[1]["audio"]
+    assert torch.equal(short[:, :300], full_short) and not short[:, 300:].any()
+    ds.set_epoch(5)
+    assert torch.equal(ds[0]["audio"], full_long[:, :800])
+
+
+def test_seconds_none_keeps_full_clips(tree: Path) -> None:
+    ds = _ds(read_manifest(tree / "manifest.csv"), seconds=None, sample_rate=16000)
+    assert [ds[i]["audio"].shape[-1] for i in range(len(ds))] == [1800, 600, 2400, 1300, 2000, 1600]
+
+
+def _offset_of(window: torch.Tensor, full: torch.Tensor) -> int:
+    n = window.shape[-1]
+    for off in range(full.shape[-1] - n + 1):
+        if torch.equal(full[:, off : off + n], window):
+            return off
+    raise AssertionError("window is not a crop of the clip")
+
+
+def test_training_crops_are_reproducible_and_independent_of_global_rng(tree: Path) -> None:
+    m = read_manifest(tree / "manifest.csv")
+    a = _ds(m, train=True, seconds=0.05, seed=3)  # 400 samples
+    b = _ds(m, train=True, seconds=0.05, seed=3)
+    offsets = {}
+    for epoch in range(3):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        torch.manual_seed(epoch)
+        np.random.seed(epoch)
+        torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+        got_a = [a[i]["audio"] for i in range(len(a))]
+        assert torch.equal(torch.get_rng_state(), torch_state)  # the global RNGs are not touched
+        assert np.array_equal(np.random.get_state()[1], np_state[1])
+        torch.manual_seed(1234 + epoch)
+        np.random.seed(4321)
+        got_b = [b[i]["audio"] for i in reversed(range(len(b)))][::-1]  # other order, other global seeds
+        for x, y in zip(got_a, got_b, strict=True):
+            assert torch.equal(x, y)
+        offsets[epoch] = _offset_of(got_a[0], load_audio(m.resolve(0), SR))
+    clip2 = load_audio(m.resolve(2), SR)
+    crops = set()
+    for epoch in range(8):
+        a.set_epoch(epoch)
+        crops.add(_offset_of(a[2]["audio"], clip2))
+    assert len(crops) > 1  # the offset changes across epochs
+    other_seed = _ds(m, train=True, seconds=0.05, seed=4)
+    assert any(not torch.equal(other_seed[i]["audio"], a[i]["audio"]) for i in (0, 2, 4))
+
+
+def test_unknown_label_names_row_label_and_classes(tree: Path) -> None:
+    m = read_manifest(tree / "manifest.csv")
+    with pytest.raises(
+        DatasetError, match=r"row 4 \('b/glass_rub.wav'\).*'glass' is not a known class.*'metal', 'wood'"
+    ):
+        _ds(m, classes=["metal", "wood"])
+    ds = _ds(m, classes=["wood", "metal", "glass"])
+    assert ds.classes == ["wood", "metal", "glass"] and int(ds[0]["target"]) == 0
+
+
+def test_declared_class_order_is_used(tree: Path) -> None:
+    m = read_manifest(tree / "manifest.csv")
+    m.classes = ("wood", "glass", "metal")
+    assert _ds(m).classes == ["wood", "glass", "metal"]
+
+
+def test_factor_column_as_label(tree: Path) -> None:
+    ds = _ds(read_manifest(tree / "manifest.csv"), label_column="action")
+    assert ds.classes == ["rubbing", "tapping"]
+    assert [int(ds[i]["target"]) for i in range(len(ds))] == [1, 1, 0, 0, 0, 1]
+
+
+def test_multi_label_targets_are_multi_hot(tmp_path: Path) -> None:
+    for k in range(3):
+        _wav(tmp_path / f"{k}.wav", 200, k)
+    _csv(tmp_path / "m.csv", ["path", "label"], [["0.wav", "dog;bark"], ["1.wav", "cat"], ["2.wav", "bark;cat;dog"]])
+    m = read_manifest(tmp_path / "m.csv")
+    ds = _ds(m, multi_label=True)
+    assert ds.classes == ["bark", "cat", "dog"]
+    targets = torch.stack([ds[i]["target"] for i in range(3)])
+    assert targets.dtype == torch.float32
+    assert targets.tolist() == [[1, 0, 1], [0, 1, 0], [1, 1, 1]]
+    with pytest.raises(DatasetError, match="row 1.*2 labels.*multi_label=True"):
+        _ds(m)
+
+
+def test_bad_file_raises_at_construction(tree: Path) -> None:
+    (tree / "b" / "glass_rub.wav").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(AudioFileError, match="glass_rub.wav.*unreadable audio header"):
+        _ds(read_manifest(tree / "manifest.csv"))
+
+
+def test_skip_mode_drops_bad_files_and_warns_once(tree: Path) -> None:
+    (tree / "b" / "glass_rub.wav").write_bytes(b"\x00garbage" * 100)
+    (tree / "a" / "metal_tap.wav").unlink()
+    (tree / "c" / "glass_tap.wav").write_bytes(b"")
+    with pytest.warns(SkippedAudioWarning, match="skipped 3 of 6") as record:
+        ds = _ds(read_manifest(tree / "manifest.csv"), on_error="skip")
+    assert len([w for w in record if issubclass(w.category, SkippedAudioWarning)]) == 1
+    assert len(ds) == 3
+    assert sorted(Path(p).name for p, _ in ds.skipped) == ["glass_rub.wav", "glass_tap.wav", "metal_tap.wav"]
+    reasons = dict((Path(p).name, r) for p, r in ds.skipped)
+    assert "not found" in reasons["metal_tap.wav"] and "empty" in reasons["glass_tap.wav"]
+    assert [r.path for r in ds.rows] == ["a/wood_tap.wav", "b/wood_rub.wav", "b/metal_rub.wav"]
+    assert ds.classes == ["glass", "metal", "wood"]  # classes come from the manifest, not the survivors
+    assert [ds.classes[int(ds[i]["target"])] for i in range(3)] == ["wood", "wood", "metal"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"sample_rate": 0},
+        {"sample_rate": 16000.0},
+        {"channels": 3},
+        {"on_error": "ignore"},
+        {"seconds": -1.0},
+        {"seconds": 0},
+    ],
+)
+def test_bad_arguments(tree: Path, kw: dict) -> None:
+    with pytest.raises(ValueError):
+        _ds(read_manifest(tree / "manifest.csv"), **kw)
+
+
+def test_dataloader_workers_and_pickle(tree: Path) -> None:
+    ds = _ds(read_manifest(tree / "manifest.csv"), train=True, seconds=0.05)
+    ds.set_epoch(2)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[3]["audio"], ds[3]["audio"])
+    batches = list(DataLoader(ds, batch_size=4, num_workers=2, shuffle=False))
+    assert [tuple(b["audio"].shape) for b in batches] == [(4, 1, 400), (2, 1, 400)]
+    assert torch.equal(torch.cat([b["audio"] for b in batches]), torch.stack([ds[i]["audio"] for i in range(6)]))
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(6))

@@ -1,0 +1,50 @@
+"""Two CPU processes (torchrun, gloo): sharded training, one writer, the same evaluation as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audiointerp.train.checkpoint import CheckpointStore
+
+
+def torchrun(args: list[str], nproc: int, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "audiointerp", *args] if nproc > 1 else [sys.executable, "-m", "audiointerp", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.mark.timeout(900)
+def test_two_processes_shard_the_data_write_once_and_evaluate_like_one(tiny_overrides: list[str], tmp_path: Path) -> None:
+    overrides = [o for o in tiny_overrides if not o.startswith("tracking.")]
+    torchrun(["train", "classifier", *overrides, "tracking.backend=wandb", "tracking.mode=offline", "train.epochs=2"],
+              2, tmp_path)
+    runs = list((tmp_path / "runs" / "classifier").iterdir())
+    assert len(runs) == 1  # both processes agreed on one run directory
+    run = runs[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6  # 96 clips / (16 per process x 2 processes) = 3 updates an epoch
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one W&B run
+    assert [p.name for p in CheckpointStore(run).step_dirs()] == ["step-00000003", "step-00000006"]
+    ckpt = CheckpointStore(run).latest()
+    assert sorted(p.name for p in ckpt.glob("random_states_*.pkl")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in records if "valid/accuracy" in r]) == 2  # written once per evaluation, not per process
+    assert summary["final"]["valid/examples"] == 24  # the padded duplicates of the uneven last batch are dropped
+
+    one = tmp_path / "eval-1"
+    two = tmp_path / "eval-2"
+    torchrun(["evaluate", str(run), "--checkpoint", "last", "--out", str(one), "--batch-size", "7"], 1, tmp_path)
+    torchrun(["evaluate", str(run), "--checkpoint", "last", "--out", str(two), "--batch-size", "7"], 2, tmp_path)
+    metrics_one = json.loads((one / "metrics.json").read_text())
+    metrics_two = json.loads((two / "metrics.json").read_text())
+    assert metrics_one["examples"] == metrics_two["examples"] == 24
+    assert metrics_one == pytest.approx(metrics_two, rel=1e-5, abs=1e-6)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiointerp import load_export
+from audiointerp.configs import load_config
+from audiointerp.errors import CheckpointError
+from audiointerp.train.export import export_run, task_from_checkpoint, verify_export
+from audiointerp.train.trainer import Trainer
+
+
+@pytest.fixture
+def trained_run(tiny_overrides: list[str]) -> Path:
+    return Trainer(load_config("classifier", [*tiny_overrides, "train.epochs=1"])).fit().run_dir
+
+
+def test_export_writes_weights_config_labels_metrics_and_sha256_manifest(trained_run: Path) -> None:
+    out = export_run(trained_run)
+    assert out == trained_run / "export"
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.yaml", "labels.txt", "metrics.json", "metadata.json", "manifest.json"} <= names
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["step"] == 6 and manifest["task"] == "classifier" and manifest["model"] == "small_cnn"
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert len((out / "labels.txt").read_text().split()) == 24
+    assert "valid/accuracy" in json.loads((out / "metrics.json").read_text())
+    assert manifest["audiointerp_version"]
+
+
+def test_load_export_gives_the_checkpoint_network_in_eval_mode(trained_run: Path) -> None:
+    out = export_run(trained_run, out=trained_run.parent / "exported", checkpoint="last")
+    model = load_export(out)
+    assert not model.training
+    task, *_ = task_from_checkpoint(trained_run, "last")
+    audio = torch.randn(3, 16000)
+    with torch.no_grad():
+        torch.testing.assert_close(model(audio), task.model(audio))
+
+
+def test_a_modified_export_file_is_refused(trained_run: Path) -> None:
+    out = export_run(trained_run)
+    verify_export(out)
+    with open(out / "model.safetensors", "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(CheckpointError, match="model.safetensors does not match its sha256"):
+        load_export(out)
+
+
+def test_export_of_a_non_run_or_missing_checkpoint_is_a_clear_error(tmp_path: Path, trained_run: Path) -> None:
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        export_run(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint '99'"):
+        export_run(trained_run, checkpoint="99")
+    with pytest.raises(CheckpointError, match="not an audiointerp export"):
+        load_export(tmp_path)

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from audiointerp.configs import load_config
+from audiointerp.errors import NonFiniteLossError
+from audiointerp.train.checkpoint import CheckpointStore
+from audiointerp.train.trainer import Trainer
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_training_writes_the_run_directory_and_learns(tiny_overrides: list[str]) -> None:
+    cfg = load_config("classifier", [*tiny_overrides, "train.epochs=3", "optim.lr=0.01", "train.keep_last=1"])
+    result = Trainer(cfg).fit()
+    run = result.run_dir
+    assert run.parent.name == "classifier"
+    for name in ("config.yaml", "metrics.jsonl", "events.log", "metadata.json", "summary.json", "figures/learning_curves.png",
+                 "figures/confusion_matrix.png"):
+        assert (run / name).is_file(), name
+    assert OmegaConf.load(run / "config.yaml").train.epochs == 3  # fully resolved config
+    records = read_jsonl(run / "metrics.jsonl")
+    train_losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert train_losses[-1] < train_losses[0]
+    assert [r["step"] for r in records] == sorted(r["step"] for r in records)
+    assert sum("valid/accuracy" in r for r in records) == 3  # one evaluation per epoch
+    # 96 training clips (folds 2-5), batch 16: 6 updates an epoch
+    assert json.loads((run / "summary.json").read_text())["steps"] == 18
+    store = CheckpointStore(run)
+    assert [p.name for p in store.step_dirs()][-1] == "step-00000018"
+    assert len(store.step_dirs()) <= 2  # keep_last=1, plus best
+    assert store.best() is not None and (run / "checkpoints" / "best").is_symlink()
+    assert result.metrics["valid/examples"] == 24
+
+
+def test_gradient_accumulation_counts_optimizer_updates(tiny_overrides: list[str]) -> None:
+    cfg = load_config("classifier", [*tiny_overrides, "train.epochs=1", "train.gradient_accumulation_steps=2"])
+    run = Trainer(cfg).fit().run_dir
+    # 6 batches with accumulation 2: 3 updates
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+
+
+def test_max_steps_stops_mid_epoch_and_still_evaluates(tiny_overrides: list[str]) -> None:
+    cfg = load_config("classifier", [*tiny_overrides, "train.max_steps=3"])
+    result = Trainer(cfg).fit()
+    assert json.loads((result.run_dir / "summary.json").read_text())["steps"] == 3
+    assert "valid/accuracy" in result.metrics
+
+
+def test_non_finite_loss_stops_without_overwriting_the_last_checkpoint(tiny_overrides: list[str], monkeypatch) -> None:
+    from audiointerp.train.tasks.classifier import ClassifierTask
+
+    original = ClassifierTask.step
+    calls = {"n": 0}
+
+    def step(self, batch):
+        calls["n"] += 1
+        loss, logs = original(self, batch)
+        return (loss * float("nan") if calls["n"] == 7 else loss), logs
+
+    monkeypatch.setattr(ClassifierTask, "step", step)
+    cfg = load_config("classifier", tiny_overrides)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss.*epoch 1, update 6.*step-00000006"):
+        Trainer(cfg).fit()
+    run = next((Path(cfg.output_dir) / "classifier").iterdir())
+    assert [p.name for p in CheckpointStore(run).step_dirs()] == ["step-00000006"]
+    assert not (run / "summary.json").exists()
+
+
+RUNNER = """
+import os, signal, sys
+from audiointerp.configs import load_config
+from audiointerp.train import trainer
+
+kill_at = int(sys.argv[1])
+if kill_at:
+    original = trainer._Loop.after_update
+    def after_update(self):
+        original(self)
+        if self.state.step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # a hard kill: no cleanup, no flush
+    trainer._Loop.after_update = after_update
+trainer.Trainer(load_config("classifier", sys.argv[2:])).fit()
+"""
+
+
+def test_a_killed_run_resumes_to_the_same_weights_and_metrics(tiny_overrides: list[str], tmp_path: Path) -> None:
+    script = tmp_path / "run.py"
+    script.write_text(RUNNER)
+    common = [*tiny_overrides, "train.epochs=3", "train.checkpoint_every_steps=4", "data.seconds=0.6",
+              "model.params.dropout=0.3"]
+
+    def run(kill_at: int, run_id: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        return subprocess.run([sys.executable, str(script), str(kill_at), *common, f"run_id={run_id}"],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    straight = run(0, "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = run(17, "killed")  # update 17 is mid-epoch 3; the latest checkpoint is update 16 (mid-epoch)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    runs = Path(tmp_path / "runs" / "classifier")
+    assert CheckpointStore(runs / "killed").latest().name == "step-00000016"
+    resumed = run(0, "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in (runs / "killed" / "events.log").read_text()
+
+    final_a = load_file(str(CheckpointStore(runs / "straight").latest() / "model.safetensors"))
+    final_b = load_file(str(CheckpointStore(runs / "killed").latest() / "model.safetensors"))
+    assert final_a.keys() == final_b.keys()
+    for key in final_a:
+        assert torch.equal(final_a[key], final_b[key]), key
+
+    def without_time(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "time"} for r in read_jsonl(path)]
+
+    assert without_time(runs / "straight" / "metrics.jsonl") == without_time(runs / "killed" / "metrics.jsonl")
+
+
+def test_resume_auto_continues_the_latest_unfinished_run_of_the_same_config(tiny_overrides: list[str]) -> None:
+    from audiointerp.train.rundir import plan_run
+
+    cfg = load_config("classifier", [*tiny_overrides, "train.max_steps=2"])
+    run = Trainer(cfg).fit().run_dir
+    (run / "summary.json").unlink()  # as if it had been killed after its last checkpoint
+    plan = plan_run(load_config("classifier", [*tiny_overrides, "train.max_steps=4"]))
+    assert plan.run_dir == run and plan.resume_from == CheckpointStore(run).latest()
+    other = plan_run(load_config("classifier", [*tiny_overrides, "optim.lr=0.5"]))
+    assert other.run_dir != run and other.resume_from is None
+    never = plan_run(load_config("classifier", [*tiny_overrides, "train.resume=never"]))
+    assert never.run_dir != run and never.resume_from is None
