@@ -116,7 +116,8 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     timings["evaluate + export"] = time.time() - t0
 
     print("[4/4] writing the report", flush=True)
-    report = _write_report(out, run_dir, manifest, cfg, result.metrics, held_out.metrics, timings, time.time() - started)
+    best = json.loads((export_dir / "metrics.json").read_text())  # the exported (best) checkpoint's validation
+    report = _write_report(out, run_dir, manifest, cfg, best, held_out.metrics, timings, time.time() - started)
     print(f"""
 Done in {time.time() - started:.0f} s.
   report      {report.resolve()}
@@ -144,7 +145,7 @@ def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str
                               f"(widths {list(cfg.model.params.widths)}), {cfg.train.epochs} epochs, "
                               f"AdamW lr {cfg.optim.lr}, cosine schedule.")
     training.figures.append((run_dir / "figures" / "learning_curves.png", "Training and validation curves"))
-    training.tables.append(metrics_table(valid))
+    training.tables.append(metrics_table(valid, [k for k in sorted(valid) if not k.endswith("examples")]))
 
     evaluation = report.section("Evaluation", "Validation fold (best checkpoint) and a held-out set synthesized "
                                 "with another seed, evaluated from the export without retraining.")

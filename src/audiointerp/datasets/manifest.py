@@ -114,6 +114,12 @@ class Manifest:
             values.update(self.column_values(row, column))
         return sorted(values)
 
+    def class_list(self, column: str = "label") -> list[str]:
+        """The classes of a column: the declared official order for ``label``, else the sorted values."""
+        if column == "label" and self.classes:
+            return list(self.classes)
+        return self.label_values(column)
+
     def select_folds(self, folds: Sequence[str | int] | str | int) -> Manifest:
         """Rows whose fold is in ``folds`` (compared as strings); an empty result raises DatasetError.
 
@@ -381,9 +387,7 @@ class ManifestDataset(Dataset):
             if not chosen:
                 raise DatasetError("classes is empty")
             return chosen
-        if self.label_column == "label" and self.manifest.classes:
-            return list(self.manifest.classes)
-        return self.manifest.label_values(self.label_column)
+        return self.manifest.class_list(self.label_column)
 
     def _row_targets(self, k: int, row: ManifestRow) -> tuple[int, ...]:
         values = self.manifest.column_values(row, self.label_column)

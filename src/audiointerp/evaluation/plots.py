@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -29,15 +30,23 @@ def read_metrics(path: Path) -> dict[str, list[tuple[int, float]]]:
     return dict(series)
 
 
-def learning_curves(series: dict[str, list[tuple[int, float]]], names: Iterable[str] | None = None) -> Figure:
+COUNT_METRICS = ("examples",)  # logged for bookkeeping, not worth a panel
+
+
+def learning_curves(series: dict[str, list[tuple[int, float]]], names: Iterable[str] | None = None, columns: int = 3) -> Figure:
     """Loss and metric curves against optimizer updates, one panel per quantity (train and valid overlaid)."""
-    wanted = [n for n in (names or series) if n in series]
+    wanted = [n for n in (names or series) if n in series and n.split("/", 1)[-1] not in COUNT_METRICS]
     by_quantity: dict[str, list[str]] = defaultdict(list)
     for name in wanted:
         by_quantity[name.split("/", 1)[-1]].append(name)
-    quantities = [q for q in by_quantity if q not in ("lr",)] + (["lr"] if "lr" in by_quantity else [])
-    fig, axes = plt.subplots(1, max(len(quantities), 1), figsize=(4.2 * max(len(quantities), 1), 3.2), squeeze=False)
-    for ax, quantity in zip(axes[0], quantities):
+    first = [q for q in ("loss", "accuracy") if q in by_quantity]
+    quantities = first + sorted(q for q in by_quantity if q not in first and q != "lr") + (["lr"] if "lr" in by_quantity else [])
+    n_cols = max(1, min(columns, len(quantities)))
+    n_rows = max(1, math.ceil(len(quantities) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.0 * n_rows), squeeze=False)
+    for ax in axes.flat[len(quantities):]:
+        ax.set_visible(False)
+    for ax, quantity in zip(axes.flat, quantities):
         for name in sorted(by_quantity[quantity]):
             steps, values = zip(*series[name])
             ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=name.split("/")[0])

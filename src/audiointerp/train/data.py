@@ -49,7 +49,7 @@ def manifest_dataset(
 def manifest_splits(data_cfg: DictConfig, seed: int, progress: bool = True) -> tuple[ManifestDataset, ManifestDataset, list[str]]:
     """Training and validation datasets from the configured folds, and the class list."""
     manifest = load_manifest(str(data_cfg.source), format=str(data_cfg.format))
-    classes = list(data_cfg.classes) if data_cfg.classes else manifest.label_values(str(data_cfg.label_column))
+    classes = list(data_cfg.classes) if data_cfg.classes else manifest.class_list(str(data_cfg.label_column))
     train = manifest_dataset(
         data_cfg, manifest.select_folds(list(data_cfg.train_folds)), train=True, classes=classes, seed=seed, progress=progress
     )

@@ -1,6 +1,6 @@
 """Tracking: every scalar to the run's `metrics.jsonl`, and to Weights & Biases through Accelerate's tracker.
 
-W&B mode: `auto` is online when an API key is configured (wandb login / WANDB_API_KEY), offline otherwise
+W&B mode: `auto` is online when an API key is configured (`wandb login` / WANDB_API_KEY), offline otherwise
 (sync later with `wandb sync RUN_DIR/wandb/offline-run-*`); a WANDB_MODE in the environment wins over `auto`.
 Only the main process creates a run.
 """
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import netrc
 import os
 import re
 import time
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlparse
 
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
@@ -24,14 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def wandb_logged_in() -> bool:
-    """True when W&B has an API key (environment, netrc or settings); never prompts."""
+    """True when a W&B API key is configured (WANDB_API_KEY, or `wandb login`'s netrc entry); never prompts."""
     if os.environ.get("WANDB_API_KEY"):
         return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
     try:
-        import wandb
-
-        return bool(wandb.api.api_key)
-    except Exception:  # an unconfigured or broken install counts as not logged in
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):  # no netrc file, or an unreadable one
         return False
 
 

@@ -117,6 +117,20 @@ def run_evaluation(
     return {key: torch.cat(values) for key, values in outputs.items()}
 
 
+def report_skipped(run_dir: Path, datasets: dict[str, Dataset]) -> dict[str, int]:
+    """Files skipped with data.on_error=skip: logged, listed in `skipped_files.tsv`; returns counts per split."""
+    counts, lines = {}, []
+    for split, dataset in datasets.items():
+        skipped = getattr(dataset, "skipped", [])
+        counts[split] = len(skipped)
+        lines += [f"{split}\t{path}\t{reason}" for path, reason in skipped]
+        if skipped:
+            log.warning("%s: skipped %d unreadable audio file(s), e.g. %s (%s)", split, len(skipped), *skipped[0])
+    if lines:
+        (run_dir / "skipped_files.tsv").write_text("split\tpath\treason\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return {split: n for split, n in counts.items() if n}
+
+
 def scalar_items(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
 
@@ -157,8 +171,10 @@ class Trainer:
         with accelerator.main_process_first():
             data = task.build_data()
         task.build_models(data.metadata)
+        skipped: dict[str, int] = {}
         if is_main:
             self._write_run_files(plan, data.metadata)
+            skipped = report_skipped(plan.run_dir, {"train": data.train, "valid": data.valid})
         log.info("run %s: task %s, model %s, %d training / %d validation clips, %d process(es) on %s",
                  plan.run_dir, cfg.task.name, cfg.model.name, len(data.train), len(data.valid),
                  accelerator.num_processes, accelerator.device)
@@ -188,6 +204,8 @@ class Trainer:
         if is_main:
             store.clean_temp()
         tracking.start()
+        if skipped:
+            tracking.log({f"data/skipped_{split}": float(n) for split, n in skipped.items()}, state.step, state.epoch)
 
         loop = _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
         started = time.time()

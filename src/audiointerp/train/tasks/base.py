@@ -90,7 +90,7 @@ class Task(nn.Module, metaclass=ABCMeta):
         manifest = load_manifest(source, format=format)
         if folds:
             manifest = manifest.select_folds(list(folds))
-        classes = getattr(self, "classes", None) or manifest.label_values(str(self.cfg.data.label_column))
+        classes = getattr(self, "classes", None) or manifest.class_list(str(self.cfg.data.label_column))
         return manifest_dataset(self.cfg.data, manifest, train=False, classes=classes, seed=int(self.cfg.train.seed),
                                 progress=bool(self.cfg.train.progress))
 
