@@ -3,8 +3,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from audiointerp.configs import load_config
 from audiointerp.train.tracking import wandb_mode, wandb_run_id
 from audiointerp.train.trainer import Trainer
