@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from audiointerp.models.registry import register_model
+from audiointerp.models.taps import Stage, TappedNetwork
 
 
 class ConvBlock(nn.Sequential):
@@ -25,10 +26,10 @@ class ConvBlock(nn.Sequential):
         )
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(TappedNetwork):
     """Conv blocks over [B, 1, bands, frames], global mean+max pooling, dropout, a linear head.
 
-    Its submodules `blocks.0 ... blocks.N-1` and `head` are the named layers for activation taps.
+    Layers for taps: `block1 ... blockN`, `embedding` (pooled, [B, widths[-1]]) and `logits`.
     """
 
     head_prefix = "head."
@@ -42,13 +43,14 @@ class SmallCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(channels[-1], num_classes)
 
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
-        """The pooled embedding before the head, [B, widths[-1]]."""
-        x = self.blocks(features)
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        """Global mean + max over bands and frames."""
         return x.mean(dim=(2, 3)) + x.amax(dim=(2, 3))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.embed(features)))
+    def stages(self) -> list[Stage]:
+        blocks: list[Stage] = [(f"block{i + 1}", block) for i, block in enumerate(self.blocks)]
+        return [*blocks, ("embedding", self.pool), ("logits", lambda x: self.head(self.dropout(x)))]
 
 
 @register_model("small_cnn", frontend="logmel")
