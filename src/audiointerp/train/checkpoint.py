@@ -14,11 +14,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+from safetensors.torch import load_file, save_file
+
 from audiointerp.errors import CheckpointError
 
 STEP_PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
 INFO_FILE = "checkpoint.json"
+METADATA = "metadata.json"  # a run's (and an export's) task metadata
+ARRAYS = "arrays.safetensors"  # a run's (and an export's) task arrays, when the task has any
 
 
 @dataclass
@@ -49,6 +54,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def save_arrays(path: Path, arrays: dict[str, torch.Tensor]) -> None:
+    """Task arrays as safetensors, written through a temporary file."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    save_file({k: torch.as_tensor(v).contiguous() for k, v in arrays.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_arrays(folder: Path) -> dict[str, torch.Tensor]:
+    """The task arrays of a run or export folder ({} when it has none)."""
+    path = Path(folder) / ARRAYS
+    return load_file(str(path), device="cpu") if path.is_file() else {}
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from audiointerp import __version__
 from audiointerp.configs import load_config, to_yaml
 from audiointerp.errors import CheckpointError
-from audiointerp.train.checkpoint import INFO_FILE, CheckpointStore
+from audiointerp.train.checkpoint import ARRAYS, INFO_FILE, METADATA, CheckpointStore, load_arrays
 from audiointerp.train.tasks import Task, task_class
 
 WEIGHTS = "model.safetensors"
@@ -55,25 +55,27 @@ def run_config(run_dir: Path) -> DictConfig:
     return load_config(path)
 
 
-def run_metadata(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metadata.json"
+def run_metadata(folder: Path) -> dict[str, Any]:
+    """The task metadata of a run or export folder."""
+    path = Path(folder) / METADATA
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def rebuild_task(cfg: DictConfig, metadata: dict[str, Any]) -> Task:
-    """A task's models from its config and metadata, without data and without re-reading pretrained weights."""
+def rebuild_task(cfg: DictConfig, folder: Path) -> tuple[Task, dict[str, Any]]:
+    """A task's models from the config and the metadata and arrays of a run or export folder, without data
+    and without re-reading pretrained weights."""
+    metadata = run_metadata(folder)
     task = task_class(str(cfg.task.name))(OmegaConf.merge(cfg, {"model": {"checkpoint": None}}))
-    task.build_models(metadata)
-    return task
+    task.build_models(metadata, load_arrays(folder))
+    return task, metadata
 
 
 def task_from_checkpoint(run_dir: Path, checkpoint: str = "best") -> tuple[Task, DictConfig, dict[str, Any], Path]:
     """Rebuild a run's task (no data needed) with the weights of one of its checkpoints."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    metadata = run_metadata(run_dir)
     folder = CheckpointStore(run_dir).resolve(checkpoint)
-    task = rebuild_task(cfg, metadata)
+    task, metadata = rebuild_task(cfg, run_dir)
     weights = folder / CHECKPOINT_WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {folder} has no {CHECKPOINT_WEIGHTS}")
@@ -98,7 +100,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(temp / WEIGHTS),
                   metadata={"format": "pt", "audiointerp": __version__})
         (temp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-        (temp / "metadata.json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+        (temp / METADATA).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+        if (run_dir / ARRAYS).is_file():
+            shutil.copyfile(run_dir / ARRAYS, temp / ARRAYS)
         info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
         (temp / "metrics.json").write_text(json.dumps(info.get("metrics", {}), indent=2, sort_keys=True), encoding="utf-8")
         task.write_export_files(temp, metadata)
@@ -144,8 +148,7 @@ def load_export_task(export_dir: str | Path) -> tuple[Task, dict[str, Any]]:
     export_dir = Path(export_dir)
     verify_export(export_dir)
     cfg = load_config(export_dir / "config.yaml")
-    metadata = json.loads((export_dir / "metadata.json").read_text(encoding="utf-8"))
-    task = rebuild_task(cfg, metadata)
+    task, metadata = rebuild_task(cfg, export_dir)
     module = task.export_module()
     state = load_file(str(export_dir / WEIGHTS), device="cpu")
     try:

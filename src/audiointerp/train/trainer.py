@@ -20,17 +20,17 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from audiointerp import __version__
 from audiointerp.configs import to_yaml
 from audiointerp.errors import ConfigError, NonFiniteLossError
 from audiointerp.evaluation.plots import learning_curves, read_metrics, save_figure
-from audiointerp.train.checkpoint import CheckpointStore, TrainState, write_json_atomic
+from audiointerp.train.checkpoint import ARRAYS, METADATA, CheckpointStore, TrainState, save_arrays, write_json_atomic
 from audiointerp.train.optim import build_optimizer, build_scheduler, total_updates
 from audiointerp.train.rundir import SUMMARY_FILE, RunPlan, plan_run
-from audiointerp.train.tasks import EvalResult, Task, task_class
+from audiointerp.train.tasks import EvalResult, Task, TaskData, task_class
 from audiointerp.train.tracking import Tracking
 
 log = logging.getLogger("audiointerp")
@@ -64,11 +64,13 @@ def make_accelerator(cfg: DictConfig, project_dir: Optional[Path] = None) -> Acc
     )
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
+                sampler: Optional[Sampler] = None) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         persistent_workers=False,  # workers are re-created each epoch, so they see the dataset's epoch
         generator=torch.Generator().manual_seed(seed),  # shuffling and worker seeds never touch the global RNG
@@ -149,10 +151,12 @@ class Trainer:
             broadcast_object_list(plan)
         return plan[0]
 
-    def _write_run_files(self, plan: RunPlan, metadata: dict[str, Any]) -> None:
+    def _write_run_files(self, plan: RunPlan, data: TaskData) -> None:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         (plan.run_dir / "config.yaml").write_text(to_yaml(self.cfg), encoding="utf-8")
-        write_json_atomic(plan.run_dir / "metadata.json", metadata)
+        write_json_atomic(plan.run_dir / METADATA, data.metadata)
+        if data.arrays:
+            save_arrays(plan.run_dir / ARRAYS, data.arrays)
 
     # --- the loop -------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -170,17 +174,17 @@ class Trainer:
         task: Task = task_class(str(cfg.task.name))(cfg)
         with accelerator.main_process_first():
             data = task.build_data()
-        task.build_models(data.metadata)
+        task.build_models(data.metadata, data.arrays)
         skipped: dict[str, int] = {}
         if is_main:
-            self._write_run_files(plan, data.metadata)
+            self._write_run_files(plan, data)
             skipped = report_skipped(plan.run_dir, {"train": data.train, "valid": data.valid})
         log.info("run %s: task %s, model %s, %d training / %d validation clips, %d process(es) on %s",
                  plan.run_dir, cfg.task.name, cfg.model.name, len(data.train), len(data.valid),
                  accelerator.num_processes, accelerator.device)
 
         seed = int(cfg.train.seed)
-        train_loader = make_loader(data.train, int(cfg.data.batch_size), True, int(cfg.data.num_workers), seed)
+        train_loader = make_loader(data.train, int(cfg.data.batch_size), True, int(cfg.data.num_workers), seed, data.train_sampler)
         valid_loader = make_loader(data.valid, int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers), seed)
         optimizer = build_optimizer(task.trainable_parameters(), cfg.optim)
         task, optimizer, train_loader, valid_loader = accelerator.prepare(task, optimizer, train_loader, valid_loader)

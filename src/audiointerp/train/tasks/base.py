@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 
 @dataclass
@@ -28,11 +28,14 @@ class TaskConfig:
 
 @dataclass
 class TaskData:
-    """A task's datasets, and the JSON-able metadata (classes, vocabulary...) that rebuilds its models."""
+    """A task's datasets, and what rebuilds its models: JSON-able metadata (classes, vocabulary...) and arrays
+    (e.g. a dictionary's word vectors), saved with the run and with every export."""
 
     train: Dataset
     valid: Dataset
     metadata: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, torch.Tensor] = field(default_factory=dict)
+    train_sampler: Optional[Sampler] = None  # None: shuffled by the trainer's seedable sampler
 
 
 @dataclass
@@ -79,8 +82,8 @@ class Task(nn.Module, metaclass=ABCMeta):
         """Datasets for training and validation, and the metadata the models are built from."""
 
     @abstractmethod
-    def build_models(self, metadata: dict[str, Any]) -> None:
-        """Create the networks from the config and the data's metadata (also used to rebuild an export)."""
+    def build_models(self, metadata: dict[str, Any], arrays: Optional[dict[str, torch.Tensor]] = None) -> None:
+        """Create the networks from the config and the data's metadata and arrays (also to rebuild an export)."""
 
     def build_eval_data(self, source: str, format: str = "auto", folds: Optional[Sequence[str]] = None) -> Dataset:
         """An evaluation set from any dataset reader, labelled with the classes the models were built for."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ class ClassifierTask(Task):
         train, valid, classes = manifest_splits(cfg.data, seed=int(cfg.train.seed), progress=bool(cfg.train.progress))
         return TaskData(train, valid, {"classes": classes, "multi_label": bool(cfg.data.multi_label)})
 
-    def build_models(self, metadata: dict[str, Any]) -> None:
+    def build_models(self, metadata: dict[str, Any], arrays: Optional[dict[str, torch.Tensor]] = None) -> None:
         cfg = self.cfg
         self.classes: list[str] = list(metadata["classes"])
         self.multi_label = bool(metadata.get("multi_label", False))
