@@ -140,3 +140,10 @@ def test_resume_auto_continues_the_latest_unfinished_run_of_the_same_config(tiny
     assert other.run_dir != run and other.resume_from is None
     never = plan_run(load_config("classifier", [*tiny_overrides, "train.resume=never"]))
     assert never.run_dir != run and never.resume_from is None
+
+
+def test_zero_epochs_evaluates_and_saves_the_untrained_network(tiny_overrides: list[str]) -> None:
+    result = Trainer(load_config("classifier", [*tiny_overrides, "train.epochs=0"])).fit()
+    assert [p.name for p in CheckpointStore(result.run_dir).step_dirs()] == ["step-00000000"]
+    assert CheckpointStore(result.run_dir).best().name == "step-00000000"
+    assert 0.0 <= result.metrics["valid/accuracy"] <= 1.0

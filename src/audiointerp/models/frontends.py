@@ -1,4 +1,5 @@
-"""Front ends: waveform [B, T] or [B, C, T] to the features a network takes ([B, 1, bands, frames])."""
+"""Front ends: waveform [B, T] or [B, C, T] to the features a network takes ([B, 1, bands, frames], or patches
+[B, P, 1, F, T] that `AudioPipeline` averages over)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,12 @@ class LogMel(nn.Module):
 
 
 class AudioPipeline(nn.Module):
-    """A front end followed by a network: takes waveforms at `sample_rate`, returns the network's output."""
+    """A front end followed by a network: takes waveforms at `sample_rate`, returns the network's output.
+
+    Features [B, 1, F, T] go to the network as they are. A front end that cuts a clip into patches returns
+    [B, P, 1, F, T]: the network then runs on the B·P patches [B·P, 1, F, T], and the clip's output is the mean
+    of its P patches' outputs.
+    """
 
     def __init__(self, frontend: nn.Module, network: nn.Module) -> None:
         super().__init__()
@@ -81,4 +87,9 @@ class AudioPipeline(nn.Module):
         return int(self.frontend.sample_rate)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.network(self.frontend(waveform))
+        features = self.frontend(waveform)
+        if features.dim() != 5:
+            return self.network(features)
+        batch, patches = features.shape[:2]
+        outputs = self.network(features.flatten(0, 1))
+        return outputs.reshape(batch, patches, *outputs.shape[1:]).mean(dim=1)

@@ -3,5 +3,7 @@
 from audiointerp.models import small_cnn  # noqa: F401
 from audiointerp.models.frontends import LogMel
 from audiointerp.models.registry import register_frontend
+from audiointerp.models.vggish import VGGishFrontend
 
 register_frontend("logmel")(LogMel)
+register_frontend("vggish")(VGGishFrontend)

@@ -191,7 +191,7 @@ class Trainer:
         accumulation = int(cfg.train.gradient_accumulation_steps)
         total = total_updates(len(train_loader), accumulation, int(cfg.train.epochs), cfg.train.max_steps)
         if total < 1:
-            raise ConfigError("nothing to train: train.epochs and train.max_steps give 0 optimizer updates")
+            log.info("no optimizer updates (train.epochs=0 or train.max_steps=0): evaluating the untrained network")
         scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.optim, total))
         state = TrainState()
         accelerator.register_for_checkpointing(state)
@@ -427,6 +427,9 @@ class _Loop:
                     self.save()
                 if last:
                     break
+        if self.total == 0 and self.store.latest() is None:  # the untrained baseline: evaluate and save as is
+            self.last_metrics = self._report_evaluation(self.evaluate())
+            self.save(is_best=self._is_better(self.last_metrics))
         if cfg.tracking.log_checkpoints == "best" and self.accelerator.is_main_process and self.store.best():
             self.tracking.log_checkpoint(self.store.best(), ["best"])
         if not self.last_metrics:  # resumed after the last evaluation had already been saved
