@@ -84,6 +84,23 @@ def _raise_merge_error(err: OmegaConfBaseException, schema: DictConfig, origin: 
     raise ConfigError(f"invalid config in {origin}: {err}") from err
 
 
+def _read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """A YAML file; `base: NAME` (a shipped config or a path relative to the file) is loaded first and the
+    file's keys override it, so a variant states only what differs."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config {str(path)!r} is its own base (cycle: {' -> '.join(p.name for p in seen)})")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:  # yaml errors come in several types
+        raise ConfigError(f"cannot read config {str(path)!r}: {err}") from err
+    base = raw.pop("base", None) if isinstance(raw, DictConfig) else None
+    if base is None:
+        return raw
+    relative = path.parent / str(base)
+    base_path = relative if relative.suffix in (".yaml", ".yml") and relative.is_file() else config_path(str(base))
+    return OmegaConf.merge(_read_with_base(base_path, (*seen, path.resolve())), raw)
+
+
 def load_config(
     source: str | Path | DictConfig | dict,
     overrides: Sequence[str] = (),
@@ -95,10 +112,7 @@ def load_config(
         raw, origin = OmegaConf.create(source), "the given config"
     else:
         path = config_path(source)
-        try:
-            raw, origin = OmegaConf.load(path), str(path)
-        except Exception as err:  # yaml errors come in several types
-            raise ConfigError(f"cannot read config {str(path)!r}: {err}") from err
+        raw, origin = _read_with_base(path), str(path)
     cli = _parse_overrides(overrides)
 
     task_name = OmegaConf.select(cli, "task.name") or OmegaConf.select(raw, "task.name")

@@ -88,6 +88,7 @@ class TrackingConfig:
     backend: str = "wandb"  # wandb | none
     mode: str = "auto"  # auto (online when logged in, else offline) | online | offline
     project: str = "audiointerp"  # W&B project
+    group: Optional[str] = None  # W&B group, so related experiments share a dashboard view; null: the experiment
     entity: Optional[str] = None  # W&B team or user; null: your default
     tags: list[str] = field(default_factory=list)  # extra tags; family, model and dataset are added
     notes: Optional[str] = None  # W&B run notes

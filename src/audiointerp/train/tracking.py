@@ -91,7 +91,7 @@ class Tracking:
         tracking = self.cfg.tracking
         init_kwargs = {
             "name": f"{self.cfg.experiment}/{self.run_id}",
-            "group": str(self.cfg.experiment),
+            "group": str(tracking.group or self.cfg.experiment),
             "tags": sorted(set(self.tags) | set(tracking.tags)),
             "job_type": self.job_type,
             "id": wandb_run_id(str(self.cfg.experiment), self.run_id),

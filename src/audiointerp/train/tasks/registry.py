@@ -22,6 +22,7 @@ def register_task(cls: type["Task"]) -> type["Task"]:
 
 def _ensure_tasks_imported() -> None:
     import audiointerp.train.tasks.classifier  # noqa: F401
+    import audiointerp.train.tasks.semantic  # noqa: F401
 
 
 def available_tasks() -> list[str]:
