@@ -81,3 +81,128 @@ def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def ranking_bars(
+    table: dict[str, dict[str, float | tuple[float, float]]],
+    title: str = "ranking score",
+    ylabel: str = "ranking score",
+    chance: float | None = 0.5,
+) -> Figure:
+    """Grouped bars of a score per dataset (groups) and model (bars); values are a mean or (mean, sem)."""
+    datasets = list(table)
+    models: list[str] = []
+    for row in table.values():
+        models += [m for m in row if m not in models]
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(datasets) * max(1, len(models)) ** 0.5 + 2.0), 3.4))
+    x = np.arange(len(datasets))
+    for k, model in enumerate(models):
+        means, errors = [], []
+        for dataset in datasets:
+            value = table[dataset].get(model, np.nan)
+            mean, sem = (value if isinstance(value, (tuple, list)) else (value, np.nan))
+            means.append(float(mean))
+            errors.append(float(sem))
+        offsets = x - 0.4 + width * (k + 0.5)
+        has_error = not np.all(np.isnan(errors))
+        ax.bar(offsets, means, width, label=model, yerr=np.nan_to_num(errors) if has_error else None, capsize=3)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    means_all = [float(v[0] if isinstance(v, (tuple, list)) else v) for row in table.values() for v in row.values()]
+    means_all = [v for v in means_all if np.isfinite(v)] + ([chance] if chance is not None else [])
+    if means_all and 0.0 <= min(means_all) and max(means_all) <= 1.0:
+        ax.set_ylim(max(0.0, min(means_all) - 0.1), 1.0)  # scores in [0, 1]: zoom on the range that differs
+    ax.set_xticks(x, datasets)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def amcss_curves(curves: dict[str, dict[int, float]], title: str = "AMCSS") -> Figure:
+    """AMCSS against the number of top predicted words, one line per model."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for model, curve in curves.items():
+        top_ns = sorted(curve)
+        ax.plot(top_ns, [curve[n] for n in top_ns], marker="o", markersize=3, label=model)
+    ax.set_xlabel("top-N predicted words")
+    ax.set_ylabel("AMCSS")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _class_blocks(labels: Sequence[object]) -> list[tuple[object, int, int]] | None:
+    """(label, start, stop) of contiguous runs, or None when a label occurs in more than one run."""
+    blocks: list[tuple[object, int, int]] = []
+    for i, label in enumerate(labels):
+        if blocks and blocks[-1][0] == label:
+            blocks[-1] = (label, blocks[-1][1], i + 1)
+        else:
+            blocks.append((label, i, i + 1))
+    names = [b[0] for b in blocks]
+    return blocks if len(set(map(str, names))) == len(names) else None
+
+
+def rdm_panels(
+    rdms: dict[str, np.ndarray],
+    labels: Sequence[object] | None = None,
+    scale: str = "percentile",
+    columns: int = 4,
+    cmap: str = "viridis",
+) -> Figure:
+    """RDMs side by side, with class boundaries and names when the items are sorted by ``labels``.
+
+    ``scale="percentile"`` shows each RDM's off-diagonal dissimilarities as percentiles (0-100), so panels of
+    different units share one colour scale and one colour bar; ``scale="raw"`` gives each panel its own range
+    and colour bar.
+    """
+    if scale not in ("percentile", "raw"):
+        raise ValueError(f"scale must be 'percentile' or 'raw', not {scale!r}")
+    names = list(rdms)
+    if not names:
+        raise ValueError("no RDMs to plot")
+    n_cols = max(1, min(columns, len(names)))
+    n_rows = math.ceil(len(names) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.3 * n_cols + 0.8, 3.2 * n_rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.remove()
+    blocks = _class_blocks(list(labels)) if labels is not None else None
+    image = None
+    for ax, name in zip(axes.flat, names):
+        matrix = np.asarray(rdms[name], dtype=float)
+        if labels is not None and len(labels) != matrix.shape[0]:
+            raise ValueError(f"{len(labels)} labels for the {matrix.shape[0]} items of RDM {name!r}")
+        if scale == "percentile":
+            shown = np.zeros_like(matrix)
+            off = ~np.eye(matrix.shape[0], dtype=bool)
+            values = matrix[off]
+            ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+            shown[off] = 100.0 * ranks / max(1, values.size - 1)
+            image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=100.0, interpolation="nearest")
+        else:
+            image = ax.imshow(matrix, cmap=cmap, interpolation="nearest")
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(name)
+        if blocks is not None:
+            for _, start, stop in blocks[1:]:
+                ax.axhline(start - 0.5, color="white", linewidth=0.8)
+                ax.axvline(start - 0.5, color="white", linewidth=0.8)
+            centres = [(start + stop - 1) / 2 for _, start, stop in blocks]
+            ax.set_xticks(centres, [str(b[0]) for b in blocks], rotation=90, fontsize=7)
+            ax.set_yticks(centres, [str(b[0]) for b in blocks], fontsize=7)
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if scale == "percentile" and image is not None:
+        fig.tight_layout(rect=(0.0, 0.0, 0.9, 1.0))
+        colour_bar = fig.add_axes((0.92, 0.15, 0.015, 0.7))
+        fig.colorbar(image, cax=colour_bar, label="dissimilarity (percentile)")
+    else:
+        fig.tight_layout()
+    return fig
