@@ -5,18 +5,30 @@ import torch
 
 from audiointerp.models import build
 
+VGGISH_TINY = {"widths": [4, 8, 8, 16], "embedding_dim": 16}
 
-@pytest.mark.parametrize("name,params,features", [("small_cnn", {"widths": [4, 8, 8, 16]}, (2, 1, 64, 101))])
-def test_forward_from_forward_until_equals_forward_for_every_layer(name: str, params: dict, features: tuple) -> None:
+
+@pytest.mark.parametrize(
+    "name,num_classes,params,features,output",
+    [
+        ("small_cnn", 7, {"widths": [4, 8, 8, 16]}, (2, 1, 64, 101), "logits"),
+        ("semdnn", 7, VGGISH_TINY, (2, 1, 96, 64), "output"),
+        ("catdnn", 7, VGGISH_TINY, (2, 1, 96, 64), "output"),
+        ("cae", None, VGGISH_TINY, (2, 1, 96, 64), "reconstruction"),
+    ],
+)
+def test_forward_from_forward_until_equals_forward_for_every_layer(
+    name: str, num_classes: int | None, params: dict, features: tuple, output: str
+) -> None:
     torch.manual_seed(0)
-    net = build(name, num_classes=7, **params).eval()
+    net = build(name, num_classes=num_classes, **params).eval()
     x = torch.randn(*features)
     with torch.no_grad():
         full = net(x)
         for layer in net.layer_names():
             activation = net.forward_until(x, layer)
             torch.testing.assert_close(net.forward_from(activation, layer), full, msg=layer)
-    assert net.layer_names()[-1] == "logits"
+    assert net.layer_names()[-1] == output
 
 
 def test_unknown_layer_lists_the_layers() -> None:

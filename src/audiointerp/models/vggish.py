@@ -34,8 +34,8 @@ def hz_to_mel_htk(hz: torch.Tensor) -> torch.Tensor:
 def vggish_mel_matrix(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> torch.Tensor:
     """[n_freqs, n_mels] triangular filters, linear in HTK mel between equally spaced mel edges; DC bin gets 0."""
     bins_mel = hz_to_mel_htk(torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64))
-    edges = torch.linspace(float(hz_to_mel_htk(torch.tensor(f_min))), float(hz_to_mel_htk(torch.tensor(f_max))), n_mels + 2,
-                           dtype=torch.float64)
+    mel_min, mel_max = hz_to_mel_htk(torch.tensor([f_min, f_max], dtype=torch.float64)).tolist()
+    edges = torch.linspace(mel_min, mel_max, n_mels + 2, dtype=torch.float64)
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins_mel[:, None] - lower) / (centre - lower)
     falling = (upper - bins_mel[:, None]) / (upper - centre)
@@ -50,8 +50,10 @@ class VGGishFrontend(nn.Module):
     STFT frames hold `win_length` samples every `hop_length` samples, with no centre padding (frames that run past
     the end are dropped); each is multiplied by a periodic Hann window and zero-padded to `n_fft` for the
     magnitude |rfft|. Examples of `patch_seconds` are taken every `patch_hop_seconds` (0.96 s; YAMNet uses 0.48 s)
-    and incomplete ones dropped. A clip too short for one example (under win_length + (frames - 1) hop_length
-    samples, 0.975 s) is zero-padded at the end to exactly one example.
+    and incomplete ones dropped. A clip too short for one example (under `min_samples` = win_length +
+    (patch frames - 1) hop_length, 15,600 samples = 0.975 s by default; VGGish itself would return no example)
+    is zero-padded at the end to exactly one example. The buffers are float64: a float64 waveform is processed in
+    float64 (the numpy reference's precision), anything else in float32.
     """
 
     def __init__(
@@ -85,21 +87,26 @@ class VGGishFrontend(nn.Module):
         self.min_samples = win_length + (self.patch_frames - 1) * hop_length
         # The Hann window sits at the start of each n_fft-sample STFT frame, followed by zeros: the frame is then
         # exactly VGGish's `win_length` samples, zero-padded at the end to n_fft.
-        window = torch.zeros(n_fft)
-        window[:win_length] = torch.hann_window(win_length, periodic=True, dtype=torch.float64).float()
+        window = torch.zeros(n_fft, dtype=torch.float64)
+        window[:win_length] = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
         self.register_buffer("window", window)
-        self.register_buffer("mel_matrix", vggish_mel_matrix(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max).float())
+        self.register_buffer("mel_matrix", vggish_mel_matrix(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max))
         compact_buffers(self)
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Log-mel frames [B, frames, bands] of a waveform (no example framing, no padding to one example)."""
-        audio = as_mono_batch(waveform).float()
+        """Log-mel frames [B, frames, bands] of a waveform (no example framing, no padding to one example).
+
+        Computed in float32, or in float64 for a float64 waveform (VGGish's numpy reference precision: in float32,
+        bands of a tonal clip that sit near the log floor differ from it by up to ~1e-3).
+        """
+        audio = as_mono_batch(waveform)
+        audio = audio if audio.dtype == torch.float64 else audio.float()
         if audio.shape[-1] < self.win_length:
             raise ValueError(f"a clip needs at least {self.win_length} samples for one STFT frame, got {audio.shape[-1]}")
         audio = F.pad(audio, (0, self.n_fft - self.win_length))
-        spectrum = torch.stft(audio, self.n_fft, self.hop_length, self.n_fft, window=self.window, center=False,
-                              return_complex=True).abs()
-        return torch.log(spectrum.transpose(1, 2) @ self.mel_matrix + self.log_offset)
+        spectrum = torch.stft(audio, self.n_fft, self.hop_length, self.n_fft, window=self.window.to(audio.dtype),
+                              center=False, return_complex=True).abs()
+        return torch.log(spectrum.transpose(1, 2) @ self.mel_matrix.to(audio.dtype) + self.log_offset)
 
     def num_patches(self, num_samples: int) -> int:
         """How many examples a clip of `num_samples` samples gives."""
