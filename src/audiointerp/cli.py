@@ -121,8 +121,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except AudioInterpError as err:
-        print(f"audiointerp {args.command}: error: {err}", file=sys.stderr)
+    except (AudioInterpError, ValueError, KeyError, FileExistsError, FileNotFoundError) as err:
+        # bad input of any kind: one line naming the cause (tracebacks are for bugs)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"audiointerp {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

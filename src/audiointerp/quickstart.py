@@ -40,7 +40,7 @@ CLASSIFIER_OVERRIDES = (
 def _dataset(folder: Path, clips_per_class: int, seed: int) -> Path:
     """The synthetic set in `folder`, made once (generation is deterministic for its arguments)."""
     manifest = folder / "manifest.csv"
-    stamp = folder / "params.json"
+    stamp = folder.parent / f"{folder.name}.params.json"  # beside the folder, which synthesize owns
     params = {"clips_per_class": clips_per_class, "seed": seed, "sample_rate": 16000, "seconds": 1.0}
     if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == params:
         return manifest

@@ -242,7 +242,7 @@ def test_training_crops_are_reproducible_and_independent_of_global_rng(tree: Pat
 def test_unknown_label_names_row_label_and_classes(tree: Path) -> None:
     m = read_manifest(tree / "manifest.csv")
     with pytest.raises(
-        DatasetError, match=r"row 4 \('b/glass_rub.wav'\).*'glass' is not a known class.*'metal', 'wood'"
+        DatasetError, match=r"manifest.csv, file 'b/glass_rub.wav'.*'glass' is not a known class.*'metal', 'wood'"
     ):
         _ds(m, classes=["metal", "wood"])
     ds = _ds(m, classes=["wood", "metal", "glass"])
@@ -271,7 +271,7 @@ def test_multi_label_targets_are_multi_hot(tmp_path: Path) -> None:
     targets = torch.stack([ds[i]["target"] for i in range(3)])
     assert targets.dtype == torch.float32
     assert targets.tolist() == [[1, 0, 1], [0, 1, 0], [1, 1, 1]]
-    with pytest.raises(DatasetError, match="row 1.*2 labels.*multi_label=True"):
+    with pytest.raises(DatasetError, match="file '0.wav' has 2 labels.*data.multi_label=true"):
         _ds(m)
 
 
@@ -322,3 +322,18 @@ def test_dataloader_workers_and_pickle(tree: Path) -> None:
     assert [tuple(b["audio"].shape) for b in batches] == [(4, 1, 400), (2, 1, 400)]
     assert torch.equal(torch.cat([b["audio"] for b in batches]), torch.stack([ds[i]["audio"] for i in range(6)]))
     assert torch.cat([b["index"] for b in batches]).tolist() == list(range(6))
+
+
+def test_an_empty_label_is_an_error_naming_the_file(tmp_path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from audiointerp.datasets import ManifestDataset, read_manifest
+    from audiointerp.errors import DatasetError
+
+    for name in ("a.wav", "b.wav"):
+        sf.write(tmp_path / name, np.full(800, 0.1, dtype=np.float32), 8000)
+    (tmp_path / "m.csv").write_text("path,label,material\na.wav,x,wood\nb.wav,y,\n")
+    with pytest.raises(DatasetError, match=r"file 'b.wav': its 'material' is empty"):
+        ManifestDataset(read_manifest(tmp_path / "m.csv"), sample_rate=8000, seconds=0.1, label_column="material",
+                        classes=["wood", ""])

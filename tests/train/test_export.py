@@ -58,3 +58,30 @@ def test_export_of_a_non_run_or_missing_checkpoint_is_a_clear_error(tmp_path: Pa
         export_run(trained_run, checkpoint="99")
     with pytest.raises(CheckpointError, match="not an audiointerp export"):
         load_export(tmp_path)
+
+
+def test_export_never_overwrites_a_foreign_folder_and_evaluation_never_writes_into_an_export(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    from audiointerp.train.evaluate import evaluate
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(CheckpointError, match="not an audiointerp export"):
+        export_run(trained_run, out=precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    out = export_run(trained_run)
+    evaluate(out, progress=False)
+    assert not (out / "eval").exists() and (trained_run / "eval").is_dir()
+    export_run(trained_run)  # re-exporting replaces the export
+    verify_export(out)
+
+
+def test_an_export_whose_manifest_drops_the_weights_entry_is_refused(trained_run: Path) -> None:
+    out = export_run(trained_run)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["files"]["model.safetensors"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="does not list model.safetensors"):
+        load_export(out)

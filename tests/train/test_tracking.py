@@ -55,9 +55,9 @@ def test_an_offline_wandb_run_gets_metadata_scalars_figures_audio_and_the_best_c
     init = inits[0]
     assert init["project"] == "audiointerp" and init["group"] == "classifier" and init["job_type"] == "train"
     assert init["id"] == wandb_run_id("classifier", "r1") and init["resume"] == "allow" and init["mode"] == "offline"
-    assert {"classifier", "small_cnn", "manifest"} <= set(init["tags"])
+    assert {"classifier", "small_cnn", "impacts0"} <= set(init["tags"])  # family, model, the data set's folder
     assert Path(init["dir"]) == run
-    assert [a for a in artifacts if a[0] == "model"] == [("model", ["best"])]
+    assert [a for a in artifacts if a[0] == "model"] == [("model", ["best", "latest"])]
     assert ("run_table", []) in artifacts  # wandb stores the audio table (with its clips) as a run artifact
 
     offline = list((run / "wandb").glob("offline-run-*"))

@@ -147,3 +147,33 @@ def test_zero_epochs_evaluates_and_saves_the_untrained_network(tiny_overrides: l
     assert [p.name for p in CheckpointStore(result.run_dir).step_dirs()] == ["step-00000000"]
     assert CheckpointStore(result.run_dir).best().name == "step-00000000"
     assert 0.0 <= result.metrics["valid/accuracy"] <= 1.0
+
+
+def test_resuming_with_another_config_is_refused_and_changes_nothing(tiny_overrides: list[str]) -> None:
+    from audiointerp.errors import ConfigError
+
+    run = Trainer(load_config("classifier", [*tiny_overrides, "train.epochs=1", "run_id=r"])).fit().run_dir
+    (run / "summary.json").unlink()
+    saved = (run / "config.yaml").read_text()
+    other = load_config("classifier", [*tiny_overrides, "train.epochs=1", "run_id=r", "model.params.widths=[4,8,8,8]"])
+    with pytest.raises(ConfigError, match=r"cannot resume .* changed: model.params.widths"):
+        Trainer(other).fit()
+    assert (run / "config.yaml").read_text() == saved
+
+
+def test_a_bad_best_metric_fails_before_training_and_leaves_no_run_folder(tiny_overrides: list[str]) -> None:
+    from audiointerp.errors import ConfigError
+
+    cfg = load_config("classifier", [*tiny_overrides, "train.best_metric=valid/acuracy"])
+    with pytest.raises(ConfigError, match=r"valid/acuracy.*did you mean 'valid/accuracy'"):
+        Trainer(cfg).fit()
+    assert not list((Path(cfg.output_dir) / "classifier").iterdir())
+
+
+def test_a_half_written_metrics_line_from_a_kill_does_not_break_resume(tmp_path: Path) -> None:
+    from audiointerp.train.tracking import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "a": 1}\n{"step": 2, "a": 2}\n{"step": 3, "a": 3}\n{"epoch": 1.3, "step": 4, "train/lo')
+    MetricsLog(path).truncate_after(2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]

@@ -390,18 +390,19 @@ class ManifestDataset(Dataset):
         return self.manifest.class_list(self.label_column)
 
     def _row_targets(self, k: int, row: ManifestRow) -> tuple[int, ...]:
+        where = f"manifest {self.manifest.source or self.manifest.root}, file {row.path!r}"
         values = self.manifest.column_values(row, self.label_column)
         if not self.multi_label and len(values) != 1:
             raise DatasetError(
-                f"row {k + 1} ({row.path!r}) has {len(values)} labels {list(values)}; "
-                "pass multi_label=True for multi-label data"
+                f"{where} has {len(values)} labels {list(values)}; set data.multi_label=true for multi-label data"
             )
         out = []
         for v in values:
+            if not str(v).strip():
+                raise DatasetError(f"{where}: its {self.label_column!r} is empty")
             if v not in self.class_to_index:
                 raise DatasetError(
-                    f"row {k + 1} ({row.path!r}): {self.label_column} {v!r} is not a known class; "
-                    f"valid classes: {_preview(self.classes)}"
+                    f"{where}: {self.label_column} {v!r} is not a known class; valid classes: {_preview(self.classes)}"
                 )
             out.append(self.class_to_index[v])
         return tuple(out)

@@ -109,7 +109,7 @@ class CheckpointStore:
             found = self.latest()
         elif which.isdigit():
             candidate = self.dir / f"{STEP_PREFIX}{int(which):08d}"
-            found = candidate if candidate.is_dir() else None
+            found = candidate if (candidate / INFO_FILE).is_file() else None
         else:
             candidate = Path(which)
             found = candidate if (candidate / INFO_FILE).is_file() else None

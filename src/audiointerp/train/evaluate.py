@@ -51,8 +51,10 @@ def evaluate(
     result = [None]
     if accelerator.is_main_process:
         result = [accelerator.unwrap_model(task).summarize(outputs, dataset)]
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(data).stem if Path(data).suffix else Path(data).name)
-        out = Path(out_dir) if out_dir else source / "eval" / name
+        data_path = Path(data)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", data_path.parent.name if data_path.suffix == ".csv" else data_path.name)
+        run_dir = source.parent if (source / MANIFEST).is_file() else source  # never write into an export
+        out = Path(out_dir) if out_dir else run_dir / "eval" / name
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", result[0].metrics)
         for fig_name, figure in result[0].figures.items():

@@ -25,9 +25,9 @@ from audiointerp.errors import CheckpointError
 from audiointerp.train.checkpoint import ARRAYS, INFO_FILE, METADATA, CheckpointStore, load_arrays
 from audiointerp.train.tasks import Task, task_class
 
-WEIGHTS = "model.safetensors"
+WEIGHTS = "model.safetensors"  # an export's weights; also what Accelerate's save_state names a checkpoint's model
 MANIFEST = "manifest.json"
-CHECKPOINT_WEIGHTS = "model.safetensors"  # what Accelerate's save_state writes for the (single) prepared model
+REQUIRED = (WEIGHTS, "config.yaml", METADATA)  # files every export must list in its manifest
 
 
 def sha256(path: Path) -> str:
@@ -76,9 +76,9 @@ def task_from_checkpoint(run_dir: Path, checkpoint: str = "best") -> tuple[Task,
     cfg = run_config(run_dir)
     folder = CheckpointStore(run_dir).resolve(checkpoint)
     task, metadata = rebuild_task(cfg, run_dir)
-    weights = folder / CHECKPOINT_WEIGHTS
+    weights = folder / WEIGHTS
     if not weights.is_file():
-        raise CheckpointError(f"checkpoint {folder} has no {CHECKPOINT_WEIGHTS}")
+        raise CheckpointError(f"checkpoint {folder} has no {WEIGHTS}")
     state = load_file(str(weights), device="cpu")
     try:
         task.load_state_dict(state, strict=True)
@@ -93,8 +93,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     run_dir = Path(run_dir)
     task, cfg, metadata, folder = task_from_checkpoint(run_dir, checkpoint)
     out = Path(out) if out else run_dir / "export"
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise CheckpointError(f"--out {out} is a non-empty folder that is not an audiointerp export; choose another")
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    temp.chmod(0o755)
     try:
         module = task.export_module()
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(temp / WEIGHTS),
@@ -134,6 +137,9 @@ def verify_export(export_dir: str | Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise CheckpointError(f"{export_dir} is not an audiointerp export: {MANIFEST} is missing")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    unlisted = [name for name in REQUIRED if name not in manifest.get("files", {})]
+    if unlisted:
+        raise CheckpointError(f"export {export_dir}: {MANIFEST} does not list {', '.join(unlisted)} (modified or corrupt)")
     for name, expected in manifest["files"].items():
         path = export_dir / name
         if not path.is_file():

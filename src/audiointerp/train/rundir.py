@@ -45,12 +45,28 @@ def _comparable(cfg: DictConfig | dict) -> dict[str, Any]:
     return data
 
 
-def same_experiment(saved_config: Path, cfg: DictConfig) -> bool:
-    """Whether a run directory's config.yaml describes the same experiment as `cfg`."""
+def config_differences(saved_config: Path, cfg: DictConfig) -> list[str]:
+    """Keys whose values differ between a run directory's config.yaml and `cfg` (resumable keys aside)."""
     try:
-        return _comparable(OmegaConf.load(saved_config)) == _comparable(cfg)
-    except Exception:  # an unreadable config is not ours to resume
-        return False
+        saved = _comparable(OmegaConf.load(saved_config))
+    except Exception as err:  # an unreadable config is not ours to resume
+        return [f"(cannot read {saved_config}: {err})"]
+    current = _comparable(cfg)
+
+    def walk(a: Any, b: Any, prefix: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [d for key in sorted(set(a) | set(b)) for d in walk(a.get(key), b.get(key), f"{prefix}{key}.")]
+        return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+    return walk(saved, current, "")
+
+
+def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
+    if (run_dir / "config.yaml").is_file():
+        changed = config_differences(run_dir / "config.yaml", cfg)
+        if changed:
+            raise ConfigError(f"cannot resume {run_dir} with another experiment config; changed: {'; '.join(changed[:10])}. "
+                              "Start a new run (another run_id, or train.resume=never) instead")
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
@@ -62,12 +78,15 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         if not (checkpoint / INFO_FILE).is_file():
             raise CheckpointError(f"train.resume={resume!r} is not a complete checkpoint folder (no {INFO_FILE})")
         run_dir = checkpoint.resolve().parent.parent
+        _check_resumable(run_dir, cfg)
         return RunPlan(run_dir, run_dir.name, checkpoint.resolve())
     if cfg.run_id:
         run_dir = experiment_dir / str(cfg.run_id)
         latest = CheckpointStore(run_dir).latest()
         if latest is not None and resume == "never":
             raise ConfigError(f"run {run_dir} already has checkpoints; use another run_id or train.resume=auto")
+        if latest is not None:
+            _check_resumable(run_dir, cfg)
         return RunPlan(run_dir, str(cfg.run_id), latest if resume == "auto" else None)
     if resume == "auto" and experiment_dir.is_dir():
         runs = sorted((p for p in experiment_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -75,10 +94,8 @@ def plan_run(cfg: DictConfig) -> RunPlan:
             latest = CheckpointStore(run_dir).latest()
             if latest is None or (run_dir / SUMMARY_FILE).exists():
                 continue
-            if same_experiment(run_dir / "config.yaml", cfg):
+            if not config_differences(run_dir / "config.yaml", cfg):
                 log.info("resuming unfinished run %s from %s", run_dir, latest.name)
                 return RunPlan(run_dir, run_dir.name, latest)
-            log.info("not resuming %s: its config differs from this one", run_dir)
-            break
     run_id = new_run_id()
     return RunPlan(experiment_dir / run_id, run_id, None)

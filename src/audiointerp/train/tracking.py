@@ -58,11 +58,21 @@ class MetricsLog:
         self.path = path
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past `step` (logged by a killed run after its last checkpoint)."""
+        """Drop records past `step` (logged by a killed run after its last checkpoint), and a half-written last
+        line; the file is replaced atomically."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # cut off by a kill
+                continue
+            if record.get("step", step + 1) <= step:
+                kept.append(line)
+        tmp = self.path.with_name(f".tmp-{self.path.name}")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
@@ -139,15 +149,23 @@ class Tracking:
             self._run.log({f"{prefix}/{name}": wandb.Table(columns=table.columns, data=data)}, step=step)
 
     def log_checkpoint(self, path: Path, aliases: list[str]) -> None:
-        """Upload a checkpoint folder as a `type="model"` artifact."""
+        """Upload a checkpoint's model weights (with the run's config and metadata) as a `type="model"` artifact;
+        the optimizer and RNG states stay local."""
         if self._run is None:
             return
         import wandb
 
-        artifact = wandb.Artifact(wandb_run_id(str(self.cfg.experiment), self.run_id) + "-model", type="model")
-        artifact.add_dir(str(path))
+        artifact = wandb.Artifact(wandb_run_id(str(self.cfg.experiment), self.run_id) + "-model", type="model",
+                                  metadata={"checkpoint": path.name})
+        files = [path / "model.safetensors", path / "checkpoint.json", self.run_dir / "config.yaml",
+                 self.run_dir / "metadata.json", self.run_dir / "arrays.safetensors"]
+        for file in files:
+            if file.is_file():
+                artifact.add_file(str(file))
         self._run.log_artifact(artifact, aliases=aliases)
 
-    def finish(self) -> None:
-        """End the W&B run (main process) and Accelerate's training state."""
+    def finish(self, failed: bool = False) -> None:
+        """End the W&B run (marked failed when the run raised) and Accelerate's training state."""
+        if failed and self._run is not None:
+            self._run.finish(exit_code=1)
         self.accelerator.end_training()

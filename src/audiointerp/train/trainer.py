@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from audiointerp import __version__
 from audiointerp.configs import to_yaml
-from audiointerp.errors import ConfigError, NonFiniteLossError
+from audiointerp.errors import CheckpointError, ConfigError, NonFiniteLossError
 from audiointerp.evaluation.plots import learning_curves, read_metrics, save_figure
 from audiointerp.train.checkpoint import ARRAYS, METADATA, CheckpointStore, TrainState, save_arrays, write_json_atomic
 from audiointerp.train.optim import build_optimizer, build_scheduler, total_updates
@@ -80,10 +80,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
 def setup_logging(run_dir: Optional[Path], is_main: bool) -> None:
     """INFO to the console, and to `events.log` in the run directory (main process)."""
     log.setLevel(logging.INFO)
-    for handler in list(log.handlers):
-        if getattr(handler, "_audiointerp", False):
-            log.removeHandler(handler)
-            handler.close()
+    close_logging()
     if not is_main:
         return
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -95,6 +92,27 @@ def setup_logging(run_dir: Optional[Path], is_main: bool) -> None:
         handler._audiointerp = True  # type: ignore[attr-defined]
         log.addHandler(handler)
     log.propagate = False
+
+
+def close_logging() -> None:
+    """Detach and close the run's log handlers (before its folder is removed)."""
+    for handler in list(log.handlers):
+        if getattr(handler, "_audiointerp", False):
+            log.removeHandler(handler)
+            handler.close()
+
+
+def check_best_metric(task: Task, best_metric: str) -> None:
+    """Fail before training when train.best_metric cannot be one of the task's validation metrics."""
+    names = task.metric_names()
+    if names is None:
+        return
+    valid = [f"valid/{name}" for name in names]
+    if best_metric not in valid:
+        from audiointerp.configs import closest
+
+        raise ConfigError(f"train.best_metric={best_metric!r} is not a validation metric of task {task.name!r}"
+                          f"{closest(best_metric, valid)}; choose one of {', '.join(valid)}")
 
 
 def run_evaluation(
@@ -164,21 +182,43 @@ class Trainer:
         plan = self._plan()
         accelerator = make_accelerator(cfg, plan.run_dir)
         is_main = accelerator.is_main_process
+        fresh = is_main and not plan.run_dir.exists()
         if is_main:
             plan.run_dir.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
         setup_logging(plan.run_dir, is_main)
-        set_seed(int(cfg.train.seed))
-        progress = bool(cfg.train.progress)
+        try:
+            loop = self._setup(plan, accelerator)
+        except BaseException as err:
+            log.error("run %s failed while setting up: %s", plan.run_dir, err)
+            if fresh and CheckpointStore(plan.run_dir).latest() is None:
+                close_logging()
+                shutil.rmtree(plan.run_dir, ignore_errors=True)  # nothing of value was written
+            raise
+        started = time.time()
+        failed = True
+        try:
+            result = TrainResult(plan.run_dir, loop.run(bool(cfg.train.progress)), loop.store.best())
+            if is_main:
+                self._finish(plan, result, loop.state, time.time() - started)
+            accelerator.wait_for_everyone()
+            failed = False
+        except BaseException as err:
+            log.error("run %s stopped: %s", plan.run_dir, err)
+            raise
+        finally:
+            loop.tracking.finish(failed)  # ends the W&B run and the process group
+        return result
 
+    def _setup(self, plan: RunPlan, accelerator: Accelerator) -> "_Loop":
+        cfg = self.cfg
+        is_main = accelerator.is_main_process
+        set_seed(int(cfg.train.seed))
         task: Task = task_class(str(cfg.task.name))(cfg)
+        check_best_metric(task, str(cfg.train.best_metric))
         with accelerator.main_process_first():
             data = task.build_data()
         task.build_models(data.metadata, data.arrays)
-        skipped: dict[str, int] = {}
-        if is_main:
-            self._write_run_files(plan, data)
-            skipped = report_skipped(plan.run_dir, {"train": data.train, "valid": data.valid})
         log.info("run %s: task %s, model %s, %d training / %d validation clips, %d process(es) on %s",
                  plan.run_dir, cfg.task.name, cfg.model.name, len(data.train), len(data.valid),
                  accelerator.num_processes, accelerator.device)
@@ -200,27 +240,24 @@ class Trainer:
         core: Task = accelerator.unwrap_model(task)
         tracking = Tracking(accelerator, cfg, plan.run_dir, plan.run_id, core.tags(), core.job_type)
         if plan.resume_from is not None:
-            accelerator.load_state(str(plan.resume_from))
+            try:
+                accelerator.load_state(str(plan.resume_from))
+            except Exception as err:
+                raise CheckpointError(f"cannot resume from {plan.resume_from}: it does not fit this config's task and "
+                                      f"model ({type(err).__name__}: {str(err).splitlines()[0]})") from err
             log.info("resumed from %s: epoch %d, update %d, batch %d of the epoch",
                      plan.resume_from, state.epoch, state.step, state.batches_in_epoch)
-            if is_main:
+        skipped: dict[str, int] = {}
+        if is_main:  # written only once the checkpoint is known to fit, so a failed resume changes nothing
+            self._write_run_files(plan, data)
+            skipped = report_skipped(plan.run_dir, {"train": data.train, "valid": data.valid})
+            if plan.resume_from is not None:
                 tracking.metrics.truncate_after(state.step)
-        if is_main:
             store.clean_temp()
         tracking.start()
         if skipped:
             tracking.log({f"data/skipped_{split}": float(n) for split, n in skipped.items()}, state.step, state.epoch)
-
-        loop = _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
-        started = time.time()
-        try:
-            result = TrainResult(plan.run_dir, loop.run(progress), store.best())
-            if is_main:
-                self._finish(plan, result, state, time.time() - started)
-            accelerator.wait_for_everyone()
-        finally:
-            tracking.finish()  # ends the W&B run and the process group
-        return result
+        return _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
 
     def _finish(self, plan: RunPlan, result: TrainResult, state: TrainState, seconds: float) -> None:
         metrics_file = plan.run_dir / "metrics.jsonl"
@@ -356,8 +393,9 @@ class _Loop:
             info = {"step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
                     "metrics": self.last_metrics, "version": __version__, "time": time.time()}
             final = self.store.commit(temp, self.state.step, info, is_best)
-            if self.cfg.tracking.log_checkpoints == "all":
-                self.tracking.log_checkpoint(final, ["latest", "best"] if is_best else ["latest"])
+            upload = self.cfg.tracking.log_checkpoints
+            if upload == "all" or (upload == "best" and is_best):  # the alias `best` moves to the newest best
+                self.tracking.log_checkpoint(final, ["best", "latest"] if is_best else ["latest"])
             log.info("checkpoint %s%s", final, " (best)" if is_best else "")
         accelerator.wait_for_everyone()
 
@@ -376,6 +414,8 @@ class _Loop:
         """One (possibly resumed) epoch. Returns False when the update budget ran out."""
         accelerator, state, cfg = self.accelerator, self.state, self.cfg
         self.train_loader.set_epoch(state.epoch)
+        if hasattr(self.data.train, "set_epoch"):  # under DDP, Accelerate's batch-sampler shard does not forward it
+            self.data.train.set_epoch(state.epoch)
         loader = self.train_loader
         if state.batches_in_epoch:
             loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
@@ -430,8 +470,6 @@ class _Loop:
         if self.total == 0 and self.store.latest() is None:  # the untrained baseline: evaluate and save as is
             self.last_metrics = self._report_evaluation(self.evaluate())
             self.save(is_best=self._is_better(self.last_metrics))
-        if cfg.tracking.log_checkpoints == "best" and self.accelerator.is_main_process and self.store.best():
-            self.tracking.log_checkpoint(self.store.best(), ["best"])
         if not self.last_metrics:  # resumed after the last evaluation had already been saved
             self.last_metrics = scalar_items(self.evaluate().metrics, "valid")
         return self.last_metrics

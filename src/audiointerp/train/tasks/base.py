@@ -132,7 +132,13 @@ class Task(nn.Module, metaclass=ABCMeta):
         path.write_text("\n".join(classes) + "\n", encoding="utf-8")
         return [path]
 
+    def metric_names(self) -> Optional[list[str]]:
+        """Names of the validation metrics `summarize` returns, to check train.best_metric before training
+        (None: not known in advance)."""
+        return None
+
     def tags(self) -> list[str]:
         """W&B tags: family, model and dataset."""
-        data_name = Path(str(self.cfg.data.source)).stem if self.cfg.data.source else "data"
+        source = Path(str(self.cfg.data.source))
+        data_name = source.parent.name if source.suffix == ".csv" else source.name  # the data set's folder
         return [self.family, str(self.cfg.model.name), data_name]

@@ -58,6 +58,10 @@ class ClassifierTask(Task):
                 f"{self.model.sample_rate} Hz: set data.sample_rate={self.model.sample_rate}"
             )
 
+    def metric_names(self) -> list[str]:
+        single = ["accuracy", "top5_accuracy", "balanced_accuracy"] if not self.cfg.data.multi_label else []
+        return ["loss", "examples", "mAP", *single]
+
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.multi_label:
             return F.binary_cross_entropy_with_logits(logits, target.float())

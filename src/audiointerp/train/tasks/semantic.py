@@ -170,6 +170,10 @@ class _VGGishTask(Task):
             metrics["rsa_r2cv"] = float(result["r2_cv"])
         return metrics, figures
 
+    def _rdm_metric_names(self) -> list[str]:
+        names = ["macro_rdm_correlation"] if self.cfg.task.macro_column else []
+        return names + (["rsa_r2cv"] if self.cfg.task.dissimilarities else [])
+
     @staticmethod
     def _row(dataset: Dataset, i: int):
         return dataset.row(i) if isinstance(dataset, ClipWordsDataset) else dataset.rows[i]
@@ -275,6 +279,9 @@ class SemanticTask(_VGGishTask):
         return [self.vocabulary.to_json(out_dir / "vocabulary.json")]
 
     # --- training and evaluation ---------------------------------------------------------------------------
+    def metric_names(self) -> list[str]:
+        return ["loss", "examples", "ranking_score", *(f"amcss@{n}" for n in self.cfg.task.top_n), *self._rdm_metric_names()]
+
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         flat, n_patches = self.patches(batch["audio"])
         target = batch["target"].repeat_interleave(n_patches, dim=0)  # every patch of a clip gets its target
@@ -329,6 +336,9 @@ class CAETask(_VGGishTask):
     def build_models(self, metadata: dict[str, Any], arrays: Optional[dict[str, torch.Tensor]] = None) -> None:
         self._build_network(None)
         self.criterion = ReconstructionLoss()
+
+    def metric_names(self) -> list[str]:
+        return ["loss", "examples", *self._rdm_metric_names()]
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         flat, _ = self.patches(batch["audio"])
