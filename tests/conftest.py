@@ -47,3 +47,62 @@ def tiny_config(tiny_overrides: list[str]):
     from audiointerp.configs import load_config
 
     return load_config("classifier", tiny_overrides)
+
+
+# --- tiny official data set layouts, with the built-in set's impact sounds -------------------------------------
+# Categories chosen so that some of their words ("glass", "wood", "metal", "knock"...) occur in the built-in
+# descriptions, as ESC-50's and UrbanSound8K's labels overlap a real dictionary.
+ESC50_CATEGORIES = {"glass_breaking": ("glass", "destructing"), "door_wood_knock": ("wood", "tapping"),
+                    "can_opening": ("metal", "rubbing")}
+US8K_CLASSES = {"metal_knocking": ("metal", "tapping"), "stone_scraping": ("stone", "rubbing")}  # layout, not real classes
+
+
+def _impact(material: str, action: str, seed: int, sample_rate: int = 44100, seconds: float = 1.2):
+    import numpy as np
+
+    from audiointerp.datasets.synth import render_clip
+
+    return render_clip(material, action, np.random.default_rng(seed), sample_rate=sample_rate, seconds=seconds)
+
+
+@pytest.fixture(scope="session")
+def esc50_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ESC-50-master tree (audio/*.wav, meta/esc50.csv) with 3 categories x 4 clips over folds 1-2."""
+    import csv
+
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("esc50") / "ESC-50-master"
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    with open(root / "meta" / "esc50.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
+        for target, (category, (material, action)) in enumerate(ESC50_CATEGORIES.items()):
+            for k in range(4):
+                name = f"{k % 2 + 1}-{1000 + 10 * target + k}-A-{target}.wav"
+                sf.write(root / "audio" / name, _impact(material, action, 100 * target + k), 44100)
+                writer.writerow([name, k % 2 + 1, target, category, "False", str(1000 + k), "A"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def us8k_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An UrbanSound8K tree (audio/foldN/*.wav, metadata/UrbanSound8K.csv) with 2 classes x 3 clips."""
+    import csv
+
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("us8k") / "UrbanSound8K"
+    (root / "metadata").mkdir(parents=True)
+    with open(root / "metadata" / "UrbanSound8K.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"])
+        for class_id, (name, (material, action)) in enumerate(US8K_CLASSES.items()):
+            for k in range(3):
+                fold = k + 1
+                file = f"{5000 + k}-{class_id}-0-{k}.wav"
+                (root / "audio" / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+                sf.write(root / "audio" / f"fold{fold}" / file, _impact(material, action, 50 * class_id + k, 22050), 22050)
+                writer.writerow([file, 5000 + k, 0.0, 1.2, 1, fold, class_id, name])
+    return root

@@ -30,9 +30,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from audiointerp.train.evaluate import evaluate
+    from audiointerp.train.evaluate import compare, evaluate
 
-    result = evaluate(args.source, data=args.data, data_format=args.format, folds=args.folds,
+    datas = args.data or [None]
+    if len(args.sources) > 1 or len(datas) > 1:
+        rows = compare(args.sources, datas, args.out or Path("comparison"), data_format=args.format,
+                       checkpoint=args.checkpoint, batch_size=args.batch_size)
+        print((Path(args.out or "comparison") / "comparison.md").read_text(), end="")
+        return 0 if rows else 1
+    result = evaluate(args.sources[0], data=datas[0], data_format=args.format, folds=args.folds,
                       checkpoint=args.checkpoint, out_dir=args.out, batch_size=args.batch_size)
     width = max(len(k) for k in result.metrics)
     for key, value in result.metrics.items():
@@ -86,13 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5 data.source=...")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run or an export on any dataset, without retraining")
-    p.add_argument("source", type=Path, help="run directory or export directory")
-    p.add_argument("--data", help="manifest CSV or dataset root (default: the run's validation folds)")
+    p = sub.add_parser("evaluate", help="evaluate runs or exports on any dataset, without retraining")
+    p.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
+                   help="run or export directories; several (or several --data) write a comparison table and figures")
+    p.add_argument("--data", action="append", help="manifest CSV or dataset root, repeatable (default: the run's validation folds)")
     p.add_argument("--format", default="auto", help="auto | manifest | esc50 | urbansound8k | fsd50k | msos")
     p.add_argument("--folds", nargs="*", help="only these folds of --data")
     p.add_argument("--checkpoint", default="best", help="best | last | a step number | a checkpoint folder")
-    p.add_argument("--out", type=Path, help="output folder (default: SOURCE/eval/<data name>)")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN/eval/<data name>; ./comparison for comparisons)")
     p.add_argument("--batch-size", type=int, help="per process (default: the run's data.eval_batch_size)")
     p.set_defaults(func=_evaluate)
 

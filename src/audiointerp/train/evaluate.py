@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 from accelerate.utils import broadcast_object_list
 from omegaconf import OmegaConf
 
@@ -17,6 +19,14 @@ from audiointerp.train.tasks import EvalResult
 from audiointerp.train.trainer import make_accelerator, make_loader, run_evaluation, setup_logging
 
 log = logging.getLogger("audiointerp")
+
+
+def data_name(data: Optional[str]) -> str:
+    """A folder-safe name of a data source: a manifest's folder, or a dataset root's name."""
+    if data is None:
+        return "validation"
+    path = Path(data)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.parent.name if path.suffix == ".csv" else path.name)
 
 
 def evaluate(
@@ -51,14 +61,14 @@ def evaluate(
     result = [None]
     if accelerator.is_main_process:
         result = [accelerator.unwrap_model(task).summarize(outputs, dataset)]
-        data_path = Path(data)
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", data_path.parent.name if data_path.suffix == ".csv" else data_path.name)
         run_dir = source.parent if (source / MANIFEST).is_file() else source  # never write into an export
-        out = Path(out_dir) if out_dir else run_dir / "eval" / name
+        out = Path(out_dir) if out_dir else run_dir / "eval" / data_name(data)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", result[0].metrics)
         for fig_name, figure in result[0].figures.items():
             save_figure(figure, out / f"{fig_name}.png")
+        for array_name, array in result[0].arrays.items():
+            np.save(out / f"{array_name}.npy", array, allow_pickle=False)
         log.info("evaluation of %s on %s: %s (written to %s)", source, data,
                  {k: round(v, 4) for k, v in result[0].metrics.items()}, out)
     if accelerator.num_processes > 1:
@@ -68,3 +78,70 @@ def evaluate(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result[0]
+
+
+def run_name(source: Path) -> str:
+    """A run's or export's experiment name, for tables and legends."""
+    return str(OmegaConf.load(Path(source) / "config.yaml").experiment)
+
+
+def compare(
+    sources: Sequence[str | Path],
+    datas: Sequence[Optional[str]],
+    out_dir: str | Path,
+    data_format: str = "auto",
+    checkpoint: str = "best",
+    batch_size: Optional[int] = None,
+    progress: bool = True,
+) -> list[dict[str, object]]:
+    """Evaluate every run on every dataset, then write a comparison: `comparison.csv`, `comparison.md` and
+    figures (ranking score per dataset and model, AMCSS against top-N, embedding RDMs side by side)."""
+    from audiointerp.evaluation.plots import amcss_curves, ranking_bars, rdm_panels
+
+    out = Path(out_dir)
+    rows: list[dict[str, object]] = []
+    rdms: dict[str, np.ndarray] = {}
+    rdm_labels: Optional[list[str]] = None
+    for data in datas:
+        for source in map(Path, sources):
+            model, dataset = run_name(source), data_name(data)
+            result = evaluate(source, data=data, data_format=data_format, checkpoint=checkpoint,
+                              out_dir=out / dataset / model, batch_size=batch_size, progress=progress)
+            rows.append({"model": model, "data": dataset, **result.metrics})
+            if "embedding_rdm" in result.arrays and data == datas[0]:
+                rdms[model] = result.arrays["embedding_rdm"]
+                rdm_labels = [str(v) for v in result.arrays["macro_labels"]]
+    columns = ["model", "data"] + sorted({k for row in rows for k in row} - {"model", "data"}, key=_metric_order)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "comparison.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    (out / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if any("ranking_score" in row for row in rows):
+        table: dict[str, dict[str, float]] = {}
+        for row in rows:
+            if "ranking_score" in row:
+                table.setdefault(str(row["data"]), {})[str(row["model"])] = float(row["ranking_score"])
+        save_figure(ranking_bars(table), out / "ranking_score.png")
+        first = data_name(datas[0])
+        curves = {str(r["model"]): {int(k.split("@")[1]): float(v) for k, v in r.items() if k.startswith("amcss@")}
+                  for r in rows if r["data"] == first and "ranking_score" in r}
+        save_figure(amcss_curves(curves, title=f"AMCSS on {first}"), out / "amcss.png")
+    if len(rdms) > 1 or (rdms and rdm_labels):
+        save_figure(rdm_panels(rdms, labels=rdm_labels), out / "rdms.png")
+    log.info("comparison of %d run(s) on %d data set(s) written to %s", len(sources), len(datas), out)
+    return rows
+
+
+def _metric_order(name: str) -> tuple[int, int, str]:
+    """Table columns: main scores first, AMCSS by N, the rest alphabetically."""
+    main = ["ranking_score", "accuracy", "mAP", "macro_rdm_correlation", "rsa_r2cv", "loss", "examples"]
+    if name in main:
+        return (0, main.index(name), name)
+    if name.startswith("amcss@"):
+        return (1, int(name.split("@")[1]), name)
+    return (2, 0, name)

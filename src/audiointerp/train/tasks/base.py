@@ -62,6 +62,7 @@ class EvalResult:
     metrics: dict[str, float]
     figures: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. RDMs, saved as .npy beside the metrics
 
 
 class Task(nn.Module, metaclass=ABCMeta):

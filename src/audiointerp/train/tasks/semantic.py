@@ -143,10 +143,11 @@ class _VGGishTask(Task):
 
         return AudioPipeline(self.frontend, self.network)
 
-    def _rdm_evaluation(self, embeddings: np.ndarray, indices: np.ndarray, dataset: Dataset) -> tuple[dict[str, float], dict]:
-        """Macro-class RDM correlation and cross-validated RSA of the `embedding` layer."""
+    def _rdm_evaluation(self, embeddings: np.ndarray, indices: np.ndarray, dataset: Dataset) -> tuple[dict[str, float], dict, dict]:
+        """Macro-class RDM correlation and cross-validated RSA of the `embedding` layer (metrics, figures, arrays)."""
         metrics: dict[str, float] = {}
         figures: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
         task_cfg = self.cfg.task
         macro = _macro_labels(dataset, task_cfg.macro_column, indices)
         if macro is not None and len(set(macro)) > 1:
@@ -156,6 +157,8 @@ class _VGGishTask(Task):
             metrics["macro_rdm_correlation"] = rsa.rdm_correlation(model_rdm, macro_rdm, method="spearman")
             figures["rdms"] = rdm_panels({"embedding layer (cosine)": model_rdm, f"{task_cfg.macro_column} (0/1)": macro_rdm},
                                          labels=[macro[i] for i in order])
+            arrays["embedding_rdm"] = model_rdm
+            arrays["macro_labels"] = np.asarray([macro[i] for i in order])
         if task_cfg.dissimilarities:
             ids = [Path(self._row(dataset, int(i)).path).stem for i in indices]
             target, target_ids = rsa.load_dissimilarities(task_cfg.dissimilarities)
@@ -168,7 +171,7 @@ class _VGGishTask(Task):
             result = rsa.rsa_cv(rsa.rdm(embeddings[shared], metric="cosine"), target[np.ix_(pick, pick)],
                                 n_folds=int(task_cfg.rsa_folds), seed=int(self.cfg.train.seed))
             metrics["rsa_r2cv"] = float(result["r2_cv"])
-        return metrics, figures
+        return metrics, figures, arrays
 
     def _rdm_metric_names(self) -> list[str]:
         names = ["macro_rdm_correlation"] if self.cfg.task.macro_column else []
@@ -306,10 +309,10 @@ class SemanticTask(_VGGishTask):
         metrics["ranking_score"] = float(semantic.ranking_score(scores, true_words, tie_break=tie_break).mean())
         curve = semantic.amcss_curve(scores, true_words, dictionary, top_ns=list(self.cfg.task.top_n), tie_break=tie_break)
         metrics.update({f"amcss@{n}": float(v) for n, v in curve.items()})
-        rdm_metrics, figures = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset)
+        rdm_metrics, figures, arrays = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset)
         metrics.update(rdm_metrics)
         figures["amcss"] = amcss_curves({self.cfg.experiment: curve})
-        return EvalResult(metrics, figures)
+        return EvalResult(metrics, figures, arrays=arrays)
 
 
 @dataclass
@@ -357,6 +360,6 @@ class CAETask(_VGGishTask):
     def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
         indices = outputs["index"].numpy()
         metrics = {"loss": float(outputs["mse"].mean()), "examples": float(len(indices))}
-        rdm_metrics, figures = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset)
+        rdm_metrics, figures, arrays = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset)
         metrics.update(rdm_metrics)
-        return EvalResult(metrics, figures)
+        return EvalResult(metrics, figures, arrays=arrays)

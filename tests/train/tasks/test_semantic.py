@@ -1,0 +1,102 @@
+"""semDNN / catDNN / CAE on the built-in sounds, their exports, and evaluation on official layouts."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiointerp.configs import load_config
+from audiointerp.datasets.sampling import ClusterBalancedSampler
+from audiointerp.train.export import export_run, load_export_task
+from audiointerp.train.trainer import Trainer
+
+NARROW = ["model.params.widths=[4,8,8,16]", "model.params.embedding_dim=16", "task.word2vec_dim=24",
+          "task.word2vec_epochs=5", "task.clusters=12", "data.seconds=1.0"]
+
+
+def overrides(tiny_overrides: list[str]) -> list[str]:
+    return [o for o in tiny_overrides if not o.startswith("model.params.widths")] + NARROW
+
+
+@pytest.fixture(scope="module")
+def semantic_runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """semdnn and catdnn trained for one epoch on the tiny built-in set."""
+    from tests.conftest import TINY_OVERRIDES
+
+    tmp = tmp_path_factory.mktemp("semantic")
+    base = [o for o in TINY_OVERRIDES if not o.startswith("model.params.widths")] + NARROW + [
+        f"data.source={tiny_data}", f"output_dir={tmp / 'runs'}", f"data.cache_dir={tmp / 'cache'}", "train.epochs=1"]
+    return {name: Trainer(load_config(name, base)).fit().run_dir for name in ("semdnn", "catdnn")}
+
+
+def test_semdnn_and_catdnn_train_and_report_the_papers_scores(semantic_runs: dict[str, Path]) -> None:
+    for name, run in semantic_runs.items():
+        summary = json.loads((run / "summary.json").read_text())["final"]
+        assert 0.0 <= summary["valid/ranking_score"] <= 1.0, name
+        assert all(0.0 <= summary[f"valid/amcss@{n}"] <= 1.0 + 1e-6 for n in range(5, 16))
+        amcss = [summary[f"valid/amcss@{n}"] for n in range(5, 16)]
+        assert amcss == sorted(amcss)  # more predicted words can only raise the maximum similarity
+        assert -1.0 <= summary["valid/macro_rdm_correlation"] <= 1.0
+        assert (run / "figures" / "amcss.png").is_file() and (run / "figures" / "rdms.png").is_file()
+        metadata = json.loads((run / "metadata.json").read_text())
+        assert metadata["target"] == {"semdnn": "embedding", "catdnn": "multi_hot"}[name]
+
+
+def test_vocabulary_and_embeddings_round_trip_through_the_export(semantic_runs: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    run = semantic_runs["semdnn"]
+    out = export_run(run)
+    vocabulary = json.loads((out / "vocabulary.json").read_text())
+    metadata = json.loads((run / "metadata.json").read_text())
+    task, exported = load_export_task(out)
+    assert task.vocabulary.words == metadata["vocabulary"] == exported["vocabulary"]
+    assert vocabulary["words"] == metadata["vocabulary"]
+    torch.testing.assert_close(task.dictionary, load_file(str(run / "arrays.safetensors"))["dictionary"])
+    assert task.dictionary.shape == (len(metadata["vocabulary"]), 24)
+    with torch.no_grad():
+        output, embedding = task.clip_outputs(torch.randn(2, 16000))
+    assert output.shape == (2, 24) and embedding.shape == (2, 16)
+
+
+def test_balanced_sampling_is_a_config_switch(tiny_overrides: list[str]) -> None:
+    from audiointerp.train.tasks import task_class
+
+    balanced = task_class("semantic")(load_config("semdnn", overrides(tiny_overrides))).build_data()
+    assert isinstance(balanced.train_sampler, ClusterBalancedSampler)
+    plain = task_class("semantic")(load_config("semdnn_unbalanced", overrides(tiny_overrides))).build_data()
+    assert plain.train_sampler is None
+    assert len(balanced.metadata["vocabulary"]) == balanced.arrays["dictionary"].shape[0]
+
+
+def test_cae_and_the_untrained_baseline(tiny_overrides: list[str]) -> None:
+    cae_overrides = [o for o in overrides(tiny_overrides) if not o.startswith(("task.word2vec", "task.clusters"))]
+    cae = Trainer(load_config("cae", [*cae_overrides, "train.epochs=1"])).fit()
+    assert cae.metrics["valid/loss"] > 0 and "valid/macro_rdm_correlation" in cae.metrics
+    keep_epochs = [o for o in overrides(tiny_overrides) if not o.startswith("train.epochs")]
+    untrained = Trainer(load_config("semdnn_untrained", keep_epochs)).fit()
+    assert json.loads((untrained.run_dir / "summary.json").read_text())["steps"] == 0
+    assert 0.0 <= untrained.metrics["valid/ranking_score"] <= 1.0
+
+
+def test_evaluation_on_esc50_and_urbansound8k_without_retraining(
+    semantic_runs: dict[str, Path], esc50_tree: Path, us8k_tree: Path, tmp_path: Path
+) -> None:
+    from audiointerp.cli import main
+
+    out = tmp_path / "comparison"
+    assert main(["evaluate", str(semantic_runs["semdnn"]), str(semantic_runs["catdnn"]),
+                 "--data", str(esc50_tree), "--data", str(us8k_tree), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    assert {(r["model"], r["data"]) for r in rows} == {(m, d) for m in ("semdnn", "catdnn")
+                                                      for d in ("ESC-50-master", "UrbanSound8K")}
+    for row in rows:
+        assert 0.0 <= float(row["ranking_score"]) <= 1.0 and int(float(row["examples"])) > 0
+    assert "| semdnn | ESC-50-master |" in (out / "comparison.md").read_text()
+    for figure in ("ranking_score.png", "amcss.png"):
+        assert (out / figure).is_file()
+    assert (out / "UrbanSound8K" / "catdnn" / "metrics.json").is_file()
