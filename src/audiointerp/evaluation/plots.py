@@ -200,8 +200,8 @@ def rdm_panels(
             ax.set_xticks([])
             ax.set_yticks([])
     if scale == "percentile" and image is not None:
-        fig.tight_layout(rect=(0.0, 0.0, 0.9, 1.0))
-        colour_bar = fig.add_axes((0.92, 0.15, 0.015, 0.7))
+        fig.tight_layout(rect=(0.0, 0.0, 0.86, 1.0))
+        colour_bar = fig.add_axes((0.88, 0.15, 0.015, 0.7))
         fig.colorbar(image, cax=colour_bar, label="dissimilarity (percentile)")
     else:
         fig.tight_layout()

@@ -108,6 +108,19 @@ def _macro_labels(dataset: Dataset, column: Optional[str], indices: np.ndarray) 
     return [manifest.column_values(r, column)[0] for r in rows]
 
 
+def warn_if_collapsed(dictionary: np.ndarray, source: str, threshold: float = 0.9) -> float:
+    """Mean pairwise cosine of the dictionary's vectors; warns when they are nearly parallel (word2vec trained
+    too briefly on a small corpus), which makes every target alike and the ranking score meaningless."""
+    unit = dictionary / np.maximum(np.linalg.norm(dictionary, axis=1, keepdims=True), 1e-12)
+    n = len(unit)
+    mean_cosine = float((unit.sum(0) @ unit.sum(0) - n) / max(n * (n - 1), 1))
+    log.info("dictionary: %d words, mean pairwise cosine of their vectors %.3f (%s)", n, mean_cosine, source)
+    if mean_cosine > threshold:
+        log.warning("the dictionary's word vectors are nearly parallel (mean cosine %.3f): train word2vec longer "
+                    "(task.word2vec_epochs), with fewer dimensions, or use pretrained vectors (task.vectors)", mean_cosine)
+    return mean_cosine
+
+
 class _VGGishTask(Task):
     """Shared by semantic and cae: the VGGish front end and network, clip-level outputs, RDM evaluation."""
 
@@ -244,6 +257,7 @@ class SemanticTask(_VGGishTask):
             vocabulary = Vocabulary(kept, {w: vocabulary.counts[w] for w in kept}, vocabulary.lemmatize,
                                     vocabulary.min_count, vocabulary.lemmatizer)
         dictionary = vectors.matrix(vocabulary.words).astype(np.float32)
+        warn_if_collapsed(dictionary, vectors.source)
         train = self._words_dataset(train_base, vocabulary, dictionary, "train")
         valid = self._words_dataset(valid_base, vocabulary, dictionary, "valid")
         sampler = None
