@@ -68,3 +68,11 @@ def test_missing_or_corrupt_checkpoint_file_is_named(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt"):
         read_state_dict(bad)
+
+
+def test_an_exported_pipeline_loads_as_a_network_checkpoint(tmp_path: Path) -> None:
+    pipe = build_pipeline("small_cnn", num_classes=4, params={"widths": [4, 8, 8, 16]}).eval()
+    save_file(pipe.state_dict(), str(tmp_path / "model.safetensors"))
+    net = build("small_cnn", num_classes=4, widths=[4, 8, 8, 16], checkpoint=tmp_path / "model.safetensors").eval()
+    x = torch.randn(1, 1, 64, 40)
+    torch.testing.assert_close(net(x), pipe.network(x))

@@ -67,3 +67,10 @@ def test_an_offline_wandb_run_gets_metadata_scalars_figures_audio_and_the_best_c
     table = json.loads(next((media / "table" / "valid").glob("examples_*.table.json")).read_text())
     assert table["columns"] == ["index", "audio", "true", "predicted", "confidence"] and len(table["data"]) == 3
     assert (run / "metrics.jsonl").stat().st_size > 0  # written whatever the tracker
+
+    from audiointerp.train.evaluate import evaluate
+
+    evaluate(run, progress=False)  # an evaluation is a W&B run of its own, in the same group
+    assert len(inits) == 2 and inits[1]["job_type"] == "eval" and inits[1]["group"] == "classifier"
+    assert inits[1]["id"] == wandb_run_id("classifier", "r1-eval-validation")
+    assert list((run / "eval" / "validation" / "wandb").glob("offline-run-*"))

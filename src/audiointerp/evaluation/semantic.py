@@ -60,7 +60,7 @@ def nnls_betas(
     ``scipy.optimize.nnls`` (Lawson-Hanson) solves min ||D^T beta - p|| subject to beta >= 0 for every clip,
     in parallel over clips with joblib (``n_jobs``; None: all cores when the problem is large, else one).
     Cost grows with the dictionary: about 1 ms a clip for 100 words x 50 dimensions, and seconds a clip for
-    10,000 words x 300 dimensions on one core (see benchmarks/bench_semantic_eval.py).
+    10,000 words x 300 dimensions on one core (see benchmarks/bench_semantic.py).
     """
     P = np.atleast_2d(np.asarray(predictions, dtype=np.float64))
     D = np.ascontiguousarray(np.asarray(dictionary, dtype=np.float64))

@@ -173,6 +173,9 @@ def read_state_dict(path: str | Path, hint: str = "") -> dict[str, torch.Tensor]
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {k[len("module.") :]: v for k, v in state.items()}
+    if state and any(k.startswith("network.") for k in state) and all(k.startswith(("network.", "frontend.")) for k in state):
+        # an audiointerp export (front end + network): the network's weights
+        state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
     return state
 
 

@@ -16,6 +16,7 @@ from audiointerp.evaluation.plots import save_figure
 from audiointerp.train.checkpoint import write_json_atomic
 from audiointerp.train.export import MANIFEST, load_export_task, task_from_checkpoint
 from audiointerp.train.tasks import EvalResult
+from audiointerp.train.tracking import Tracking
 from audiointerp.train.trainer import make_accelerator, make_loader, run_evaluation, setup_logging
 
 log = logging.getLogger("audiointerp")
@@ -49,8 +50,14 @@ def evaluate(
     else:
         task, _, _, _ = task_from_checkpoint(source, checkpoint)
     cfg = task.cfg
-    accelerator = make_accelerator(OmegaConf.merge(cfg, {"tracking": {"backend": "none"}}))
+    accelerator = make_accelerator(cfg)
     setup_logging(None, accelerator.is_main_process)
+    run_dir = source.parent if (source / MANIFEST).is_file() else source  # never write into an export
+    out = Path(out_dir) if out_dir else run_dir / "eval" / data_name(data)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    # an evaluation is a W&B run of its own (job type "eval") in the training run's group
+    tracking = Tracking(accelerator, cfg, out, f"{run_dir.name}-eval-{data_name(data)}", task.tags(), "eval")
     if data is None:
         data, data_format, folds = str(cfg.data.source), str(cfg.data.format), list(cfg.data.valid_folds)
     with accelerator.main_process_first():
@@ -59,12 +66,13 @@ def evaluate(
     task, loader = accelerator.prepare(task, loader)
     outputs = run_evaluation(accelerator, task, loader, progress, desc=f"evaluate {Path(data).stem}")
     result = [None]
+    tracking.start()
     if accelerator.is_main_process:
         result = [accelerator.unwrap_model(task).summarize(outputs, dataset)]
-        run_dir = source.parent if (source / MANIFEST).is_file() else source  # never write into an export
-        out = Path(out_dir) if out_dir else run_dir / "eval" / data_name(data)
-        out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", result[0].metrics)
+        tracking.log({f"eval/{k}": v for k, v in result[0].metrics.items()}, 0, 0.0)
+        tracking.log_figures(result[0].figures, 0, "eval")
+        tracking.log_tables(result[0].tables, 0, "eval")
         for fig_name, figure in result[0].figures.items():
             save_figure(figure, out / f"{fig_name}.png")
         for array_name, array in result[0].arrays.items():
@@ -76,7 +84,7 @@ def evaluate(
         broadcast_object_list(metrics)
         result = [result[0] or EvalResult(metrics[0])]
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    tracking.finish()
     return result[0]
 
 
