@@ -289,3 +289,19 @@ def test_concurrent_build_from_two_processes(manifest_csv: Path, tmp_path: Path)
             assert torch.equal(torch.tensor(clip, dtype=torch.float32), reference[i]["audio"])
     reopened = _ds(manifest_csv, seconds=None, cache_dir=cache_dir)
     assert not reopened.cache_built
+
+
+def test_silent_files_warn_again_when_the_cache_is_reused(tmp_path) -> None:
+    import numpy as np
+    import pytest
+    import soundfile as sf
+
+    from audiointerp.datasets import ManifestDataset, SilentAudioWarning, read_manifest
+
+    sf.write(tmp_path / "quiet.wav", np.zeros(800, dtype=np.float32), 8000)
+    sf.write(tmp_path / "loud.wav", np.full(800, 0.2, dtype=np.float32), 8000)
+    (tmp_path / "m.csv").write_text("path,label\nquiet.wav,a\nloud.wav,b\n")
+    for _ in range(2):  # build, then reuse
+        with pytest.warns(SilentAudioWarning, match="quiet.wav"):
+            ManifestDataset(read_manifest(tmp_path / "m.csv"), sample_rate=8000, seconds=0.1,
+                            cache_dir=tmp_path / "cache", progress=False)

@@ -101,6 +101,7 @@ class AudioCache:
         self.lock_path = stem.with_suffix(".lock")
         self.index: np.ndarray | None = None
         self.failures: dict[int, str] = {}
+        self.silent: list[int] = []  # clips whose decoded audio is all zeros
         self._total = 0
         self._mm: np.memmap | None = None
 
@@ -155,6 +156,7 @@ class AudioCache:
         self.index = index
         self._total = total
         self.failures = {int(k): str(v) for k, v in marker.get("failures", {}).items()}
+        self.silent = [int(i) for i in marker.get("silent", [])]
         self._mm = None
         return True
 
@@ -213,6 +215,7 @@ class AudioCache:
         tmp_index = self.index_path.with_name(self.index_path.name + tag + ".npy")
         index = np.zeros((n, 2), dtype=np.int64)
         failures: dict[int, str] = {}
+        silent: list[int] = []
         offset = 0
         workers = max(1, min(8, os.cpu_count() or 1) if workers is None else int(workers))
         bar = tqdm(
@@ -236,6 +239,8 @@ class AudioCache:
                         failures[i] = reason or "cannot decode"
                     else:
                         index[i] = (offset, arr.shape[1])
+                        if not arr.any():
+                            silent.append(i)
                         out.write(arr.tobytes())
                         offset += arr.size
                     bar.update(1)
@@ -253,6 +258,7 @@ class AudioCache:
                 "sample_rate": self.sample_rate,
                 "channels": self.channels,
                 "failures": {str(k): v for k, v in failures.items()},
+                "silent": silent,
             }
             tmp_marker = self.marker_path.with_name(self.marker_path.name + tag)
             tmp_marker.write_text(json.dumps(marker))

@@ -446,6 +446,10 @@ class ManifestDataset(Dataset):
         cache = AudioCache(self.cache_dir, [paths[k].resolve() for k in keep], self.sample_rate, self.channels)
         if cache.load():
             self.cache_built = False
+            if cache.silent:  # decoding warned when the cache was built; say it again on every use
+                names = [str(paths[keep[j]]) for j in cache.silent[:5]]
+                warnings.warn(_audio.SilentAudioWarning(
+                    f"{len(cache.silent)} audio file(s) are all zeros, e.g. {', '.join(names)}"), stacklevel=3)
         else:
             known: dict[int, str] = {}
             problems = self._file_problems([paths[k] for k in keep], read_header=True)
