@@ -70,6 +70,7 @@ def evaluate(
     if accelerator.is_main_process:
         result = [accelerator.unwrap_model(task).summarize(outputs, dataset)]
         write_json_atomic(out / "metrics.json", result[0].metrics)
+        write_tables([{"model": str(cfg.experiment), "data": data_name(data), **result[0].metrics}], out / "metrics")
         tracking.log({f"eval/{k}": v for k, v in result[0].metrics.items()}, 0, 0.0)
         tracking.log_figures(result[0].figures, 0, "eval")
         tracking.log_tables(result[0].tables, 0, "eval")
@@ -86,6 +87,19 @@ def evaluate(
     accelerator.wait_for_everyone()
     tracking.finish()
     return result[0]
+
+
+def write_tables(rows: list[dict[str, object]], stem: Path) -> None:
+    """Rows of metrics as `<stem>.csv` and a Markdown table `<stem>.md`."""
+    columns = ["model", "data"] + sorted({k for row in rows for k in row} - {"model", "data"}, key=_metric_order)
+    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def run_name(source: Path) -> str:
@@ -119,16 +133,8 @@ def compare(
             if "embedding_rdm" in result.arrays and data == datas[0]:
                 rdms[model] = result.arrays["embedding_rdm"]
                 rdm_labels = [str(v) for v in result.arrays["macro_labels"]]
-    columns = ["model", "data"] + sorted({k for row in rows for k in row} - {"model", "data"}, key=_metric_order)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "comparison.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    (out / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_tables(rows, out / "comparison")
     if any("ranking_score" in row for row in rows):
         table: dict[str, dict[str, float]] = {}
         for row in rows:

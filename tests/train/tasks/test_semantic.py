@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,29 @@ def test_evaluation_on_esc50_and_urbansound8k_without_retraining(
     for figure in ("ranking_score.png", "amcss.png"):
         assert (out / figure).is_file()
     assert (out / "UrbanSound8K" / "catdnn" / "metrics.json").is_file()
+
+
+def test_cross_validated_rsa_against_a_dissimilarity_matrix(tiny_data: Path, tiny_overrides: list[str], tmp_path: Path) -> None:
+    from audiointerp.datasets import load_manifest
+
+    ids = [Path(r.path).stem for r in load_manifest(tiny_data).select_folds(["1"]).rows]
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((len(ids), 3))
+    dissimilarity = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    with open(tmp_path / "human.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["", *ids])
+        writer.writerows([[sound, *row] for sound, row in zip(ids, dissimilarity)])
+    result = Trainer(load_config("semdnn", [*overrides(tiny_overrides), "train.max_steps=1",
+                                            f"task.dissimilarities={tmp_path / 'human.csv'}"])).fit()
+    assert "valid/rsa_r2cv" in result.metrics and result.metrics["valid/rsa_r2cv"] < 1.0
+
+
+def test_word2vec_on_a_corpus_the_user_gives(tiny_overrides: list[str], tmp_path: Path) -> None:
+    from audiointerp.train.tasks import task_class
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["tapping a metal pipe", "knocking on wood", "glass shattering loudly"] * 50))
+    data = task_class("semantic")(load_config("semdnn", [*overrides(tiny_overrides), f"task.word2vec_corpus={corpus}",
+                                                         "task.balanced=false"])).build_data()
+    assert set(data.metadata["vocabulary"]) <= {"tapping", "metal", "pipe", "knocking", "wood", "glass", "shattering", "loudly"}

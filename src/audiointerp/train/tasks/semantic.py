@@ -89,6 +89,7 @@ class SemanticConfig(EmbeddingEvalConfig):
     lemmatize: bool = False  # lemmatize words (WordNet when installed, else built-in rules)
     vectors: str = "word2vec"  # word2vec (trained on the training descriptions) | glove-6b-50d | a vectors file
     vectors_format: str = "auto"  # for a vectors file: auto | word2vec-binary | word2vec-text | glove | gensim
+    word2vec_corpus: Optional[str] = None  # text file (one sentence a line) to train word2vec on; null: the descriptions
     word2vec_dim: int = 300  # vector size of the word2vec trained here
     word2vec_epochs: int = 50  # its training epochs
     combine: str = "mean"  # a clip's target from its words' vectors: mean (L2-normalised) | sum | first
@@ -206,6 +207,12 @@ class SemanticTask(_VGGishTask):
     def _word_vectors(self, sentences: list[list[str]]) -> WordVectors:
         task = self.cfg.task
         if task.vectors == "word2vec":
+            if task.word2vec_corpus:
+                corpus = Path(str(task.word2vec_corpus))
+                if not corpus.is_file():
+                    raise ConfigError(f"task.word2vec_corpus={str(corpus)!r} does not exist")
+                lines = corpus.read_text(encoding="utf-8", errors="replace").splitlines()
+                sentences = [words for words in (tokenize(line, lemmatize=bool(task.lemmatize)) for line in lines) if words]
             return train_word2vec(sentences, vector_size=int(task.word2vec_dim), epochs=int(task.word2vec_epochs),
                                   seed=int(self.cfg.train.seed))
         if task.vectors == "glove-6b-50d":
