@@ -24,6 +24,12 @@ TINY_OVERRIDES = [
 
 
 @pytest.fixture(scope="session")
+def tiny_settings() -> list[str]:
+    """TINY_OVERRIDES, for fixtures that cannot use the function-scoped `tiny_overrides`."""
+    return list(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in impact-sound set, 5 clips per class (120 clips, 1 s at 16 kHz, 24 per fold); returns manifest.csv."""
     from audiointerp.datasets.synth import synthesize

@@ -24,12 +24,10 @@ def overrides(tiny_overrides: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def semantic_runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def semantic_runs(tiny_data: Path, tiny_settings: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """semdnn and catdnn trained for one epoch on the tiny built-in set."""
-    from tests.conftest import TINY_OVERRIDES
-
     tmp = tmp_path_factory.mktemp("semantic")
-    base = [o for o in TINY_OVERRIDES if not o.startswith("model.params.widths")] + NARROW + [
+    base = [o for o in tiny_settings if not o.startswith("model.params.widths")] + NARROW + [
         f"data.source={tiny_data}", f"output_dir={tmp / 'runs'}", f"data.cache_dir={tmp / 'cache'}", "train.epochs=1"]
     return {name: Trainer(load_config(name, base)).fit().run_dir for name in ("semdnn", "catdnn")}
 
