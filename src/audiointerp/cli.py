@@ -35,11 +35,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     datas = args.data or [None]
     if len(args.sources) > 1 or len(datas) > 1:
         rows = compare(args.sources, datas, args.out or Path("comparison"), data_format=args.format,
-                       checkpoint=args.checkpoint, batch_size=args.batch_size)
+                       checkpoint=args.checkpoint, batch_size=args.batch_size, settings=args.set or ())
         print((Path(args.out or "comparison") / "comparison.md").read_text(), end="")
         return 0 if rows else 1
     result = evaluate(args.sources[0], data=datas[0], data_format=args.format, folds=args.folds,
-                      checkpoint=args.checkpoint, out_dir=args.out, batch_size=args.batch_size)
+                      checkpoint=args.checkpoint, out_dir=args.out, batch_size=args.batch_size, settings=args.set or ())
     width = max(len(k) for k in result.metrics)
     for key, value in result.metrics.items():
         print(f"{key:<{width}}  {value:.4f}")
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", help="best | last | a step number | a checkpoint folder")
     p.add_argument("--out", type=Path, help="output folder (default: RUN/eval/<data name>; ./comparison for comparisons)")
     p.add_argument("--batch-size", type=int, help="per process (default: the run's data.eval_batch_size)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change an evaluation setting (task.* / data.*), e.g. --set task.macro_column=label for MSOS")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("export", help="export a run's weights, config, labels and metrics for analysis")

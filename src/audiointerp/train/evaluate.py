@@ -10,8 +10,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 from accelerate.utils import broadcast_object_list
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from audiointerp.errors import ConfigError
 from audiointerp.evaluation.plots import save_figure
 from audiointerp.train.checkpoint import write_json_atomic
 from audiointerp.train.export import MANIFEST, load_export_task, task_from_checkpoint
@@ -20,6 +21,16 @@ from audiointerp.train.tracking import Tracking
 from audiointerp.train.trainer import make_accelerator, make_loader, run_evaluation, setup_logging
 
 log = logging.getLogger("audiointerp")
+
+
+def apply_settings(cfg: DictConfig, settings: Sequence[str]) -> DictConfig:
+    """A run's config with `key=value` changes of its `task.*` and `data.*` keys, checked against the schema."""
+    from audiointerp.configs import load_config
+
+    for item in settings:
+        if not item.startswith(("task.", "data.")) or item.startswith("task.name"):
+            raise ConfigError(f"evaluation setting {item!r}: only task.* and data.* keys can change at evaluation")
+    return load_config(OmegaConf.to_container(cfg, resolve=True), list(settings))
 
 
 def data_name(data: Optional[str]) -> str:
@@ -39,16 +50,21 @@ def evaluate(
     out_dir: Optional[str | Path] = None,
     batch_size: Optional[int] = None,
     progress: bool = True,
+    settings: Sequence[str] = (),
 ) -> EvalResult:
     """Metrics of a run (its `checkpoint`) or an export on `data` (default: the run's validation folds).
 
-    Writes `metrics.json` and figures to `out_dir` (default `<source>/eval/<data name>/`).
+    `settings` are `key=value` changes of the run's evaluation settings (`task.*` or `data.*` keys, e.g.
+    `task.macro_column=label` for MSOS's macro classes). Writes `metrics.json`, `metrics.csv/.md` and figures to
+    `out_dir` (default `<run>/eval/<data name>/`).
     """
     source = Path(source)
     if (source / MANIFEST).is_file():
         task, _ = load_export_task(source)
     else:
         task, _, _, _ = task_from_checkpoint(source, checkpoint)
+    if settings:
+        task.cfg = apply_settings(task.cfg, settings)
     cfg = task.cfg
     accelerator = make_accelerator(cfg)
     setup_logging(None, accelerator.is_main_process)
@@ -115,6 +131,7 @@ def compare(
     checkpoint: str = "best",
     batch_size: Optional[int] = None,
     progress: bool = True,
+    settings: Sequence[str] = (),
 ) -> list[dict[str, object]]:
     """Evaluate every run on every dataset, then write a comparison: `comparison.csv`, `comparison.md` and
     figures (ranking score per dataset and model, AMCSS against top-N, embedding RDMs side by side)."""
@@ -128,7 +145,7 @@ def compare(
         for source in map(Path, sources):
             model, dataset = run_name(source), data_name(data)
             result = evaluate(source, data=data, data_format=data_format, checkpoint=checkpoint,
-                              out_dir=out / dataset / model, batch_size=batch_size, progress=progress)
+                              out_dir=out / dataset / model, batch_size=batch_size, progress=progress, settings=settings)
             rows.append({"model": model, "data": dataset, **result.metrics})
             if "embedding_rdm" in result.arrays and data == datas[0]:
                 rdms[model] = result.arrays["embedding_rdm"]

@@ -115,6 +115,11 @@ def test_cross_validated_rsa_against_a_dissimilarity_matrix(tiny_data: Path, tin
     result = Trainer(load_config("semdnn", [*overrides(tiny_overrides), "train.max_steps=1",
                                             f"task.dissimilarities={tmp_path / 'human.csv'}"])).fit()
     assert "valid/rsa_r2cv" in result.metrics and result.metrics["valid/rsa_r2cv"] < 1.0
+    from audiointerp.train.evaluate import evaluate
+
+    other_layer = evaluate(result.run_dir, progress=False, settings=["task.rsa_layer=block2"],
+                           out_dir=tmp_path / "block2")  # any layer's RDM, chosen at evaluation
+    assert other_layer.metrics["rsa_r2cv"] != result.metrics["valid/rsa_r2cv"]
 
 
 def test_word2vec_on_a_corpus_the_user_gives(tiny_overrides: list[str], tmp_path: Path) -> None:

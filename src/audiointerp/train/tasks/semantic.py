@@ -76,6 +76,7 @@ class EmbeddingEvalConfig(TaskConfig):
 
     macro_column: Optional[str] = "material"  # factor whose classes form the 0/1 macro-class RDM (null: skip)
     dissimilarities: Optional[str] = None  # behavioural dissimilarity matrix (CSV/NPY with sound ids) for RSA
+    rsa_layer: str = "embedding"  # the layer whose cosine RDM is compared by RSA (any tap, e.g. block3)
     rsa_folds: int = 5  # cross-validation folds over sounds for R2cv
 
 
@@ -107,6 +108,10 @@ def _macro_labels(dataset: Dataset, column: Optional[str], indices: np.ndarray) 
     if column != "label" and column not in manifest.factor_names:
         return None
     return [manifest.column_values(r, column)[0] for r in rows]
+
+
+def _numpy_or_none(tensor: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if tensor is None else tensor.numpy()
 
 
 def warn_if_collapsed(dictionary: np.ndarray, source: str, threshold: float = 0.9) -> float:
@@ -152,13 +157,24 @@ class _VGGishTask(Task):
         return (output.reshape(batch, n_patches, *output.shape[1:]).mean(1),
                 embedding.reshape(batch, n_patches, -1).mean(1))
 
+    def rsa_features(self, flat: torch.Tensor, n_patches: int) -> dict[str, torch.Tensor]:
+        """{"rsa_features": [B, features]} of `task.rsa_layer` (mean over patches) when RSA needs a layer other than
+        the embedding; {} otherwise."""
+        layer = str(self.cfg.task.rsa_layer)
+        if not self.cfg.task.dissimilarities or layer == "embedding":
+            return {}
+        activation = self.network.forward_until(flat, layer).flatten(1)
+        return {"rsa_features": activation.reshape(-1, n_patches, activation.shape[1]).mean(1).float()}
+
     def export_module(self) -> nn.Module:
         from audiointerp.models.frontends import AudioPipeline
 
         return AudioPipeline(self.frontend, self.network)
 
-    def _rdm_evaluation(self, embeddings: np.ndarray, indices: np.ndarray, dataset: Dataset) -> tuple[dict[str, float], dict, dict]:
-        """Macro-class RDM correlation and cross-validated RSA of the `embedding` layer (metrics, figures, arrays)."""
+    def _rdm_evaluation(self, embeddings: np.ndarray, indices: np.ndarray, dataset: Dataset,
+                        rsa_features: Optional[np.ndarray] = None) -> tuple[dict[str, float], dict, dict]:
+        """Macro-class RDM correlation of the `embedding` layer and cross-validated RSA of `task.rsa_layer`
+        (metrics, figures, arrays)."""
         metrics: dict[str, float] = {}
         figures: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {}
@@ -182,7 +198,8 @@ class _VGGishTask(Task):
                                    "its ids must be the audio file names without extension")
             position = {sound: j for j, sound in enumerate(target_ids)}
             pick = [position[ids[k]] for k in shared]
-            result = rsa.rsa_cv(rsa.rdm(embeddings[shared], metric="cosine"), target[np.ix_(pick, pick)],
+            features = embeddings if rsa_features is None else rsa_features
+            result = rsa.rsa_cv(rsa.rdm(features[shared], metric="cosine"), target[np.ix_(pick, pick)],
                                 n_folds=int(task_cfg.rsa_folds), seed=int(self.cfg.train.seed))
             metrics["rsa_r2cv"] = float(result["r2_cv"])
         return metrics, figures, arrays
@@ -315,7 +332,9 @@ class SemanticTask(_VGGishTask):
     @torch.no_grad()
     def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         output, embedding = self.clip_outputs(batch["audio"])
-        return {"output": output.float(), "embedding": embedding.float(), "target": batch["target"], "index": batch["index"]}
+        flat, n_patches = self.patches(batch["audio"])
+        return {"output": output.float(), "embedding": embedding.float(), "target": batch["target"], "index": batch["index"],
+                **self.rsa_features(flat, n_patches)}
 
     def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
         output, indices = outputs["output"], outputs["index"].numpy()
@@ -330,7 +349,8 @@ class SemanticTask(_VGGishTask):
         metrics["ranking_score"] = float(semantic.ranking_score(scores, true_words, tie_break=tie_break).mean())
         curve = semantic.amcss_curve(scores, true_words, dictionary, top_ns=list(self.cfg.task.top_n), tie_break=tie_break)
         metrics.update({f"amcss@{n}": float(v) for n, v in curve.items()})
-        rdm_metrics, figures, arrays = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset)
+        rdm_metrics, figures, arrays = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset,
+                                                            _numpy_or_none(outputs.get("rsa_features")))
         metrics.update(rdm_metrics)
         figures["amcss"] = amcss_curves({self.cfg.experiment: curve})
         return EvalResult(metrics, figures, arrays=arrays)
@@ -376,11 +396,13 @@ class CAETask(_VGGishTask):
         error = (self.network.forward_from(embedding, "embedding") - flat).pow(2).flatten(1).mean(1)
         batch_size = batch["audio"].shape[0]
         return {"mse": error.reshape(batch_size, n_patches).mean(1).float(),
-                "embedding": embedding.reshape(batch_size, n_patches, -1).mean(1).float(), "index": batch["index"]}
+                "embedding": embedding.reshape(batch_size, n_patches, -1).mean(1).float(), "index": batch["index"],
+                **self.rsa_features(flat, n_patches)}
 
     def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
         indices = outputs["index"].numpy()
         metrics = {"loss": float(outputs["mse"].mean()), "examples": float(len(indices))}
-        rdm_metrics, figures, arrays = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset)
+        rdm_metrics, figures, arrays = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset,
+                                                            _numpy_or_none(outputs.get("rsa_features")))
         metrics.update(rdm_metrics)
         return EvalResult(metrics, figures, arrays=arrays)
