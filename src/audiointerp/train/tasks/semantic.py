@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from audiointerp.datasets import Manifest, ManifestDataset, load_manifest
+from audiointerp.datasets import Manifest, ManifestDataset, ManifestRow, load_manifest
 from audiointerp.datasets.embeddings import WordVectors, embed_words, glove_6b_50d, load_word_vectors, train_word2vec
 from audiointerp.datasets.sampling import ClusterBalancedSampler, clip_clusters, cluster_coverage, cluster_words
 from audiointerp.datasets.vocabulary import Vocabulary, manifest_words, tokenize
@@ -57,7 +57,7 @@ class ClipWordsDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.base.set_epoch(epoch)
 
-    def row(self, i: int):
+    def row(self, i: int) -> ManifestRow:
         return self.base.rows[self.keep[i]]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -99,15 +99,19 @@ class SemanticConfig(EmbeddingEvalConfig):
     top_n: list[int] = field(default_factory=lambda: list(range(5, 16)))  # AMCSS top-N values
 
 
+def dataset_row(dataset: Dataset, i: int) -> ManifestRow:
+    """The manifest row of item i of a ManifestDataset or a ClipWordsDataset."""
+    return dataset.row(i) if isinstance(dataset, ClipWordsDataset) else dataset.rows[i]
+
+
 def _macro_labels(dataset: Dataset, column: Optional[str], indices: np.ndarray) -> Optional[list[str]]:
-    """Values of a factor column for the evaluated clips (None when the column is absent)."""
+    """Values of a factor column (or the label) for the evaluated clips (None when the column is absent)."""
     if not column:
         return None
     manifest: Manifest = dataset.base.manifest if isinstance(dataset, ClipWordsDataset) else dataset.manifest
-    rows = [dataset.row(int(i)) if isinstance(dataset, ClipWordsDataset) else dataset.rows[int(i)] for i in indices]
     if column != "label" and column not in manifest.factor_names:
         return None
-    return [manifest.column_values(r, column)[0] for r in rows]
+    return [manifest.column_values(dataset_row(dataset, int(i)), column)[0] for i in indices]
 
 
 def _numpy_or_none(tensor: Optional[torch.Tensor]) -> Optional[np.ndarray]:
@@ -190,7 +194,7 @@ class _VGGishTask(Task):
             arrays["embedding_rdm"] = model_rdm
             arrays["macro_labels"] = np.asarray([macro[i] for i in order])
         if task_cfg.dissimilarities:
-            ids = [Path(self._row(dataset, int(i)).path).stem for i in indices]
+            ids = [Path(dataset_row(dataset, int(i)).path).stem for i in indices]
             target, target_ids = rsa.load_dissimilarities(task_cfg.dissimilarities)
             shared = [k for k, sound in enumerate(ids) if sound in set(target_ids)]
             if len(shared) < 6:
@@ -208,9 +212,6 @@ class _VGGishTask(Task):
         names = ["macro_rdm_correlation"] if self.cfg.task.macro_column else []
         return names + (["rsa_r2cv"] if self.cfg.task.dissimilarities else [])
 
-    @staticmethod
-    def _row(dataset: Dataset, i: int):
-        return dataset.row(i) if isinstance(dataset, ClipWordsDataset) else dataset.rows[i]
 
 
 @register_task
