@@ -6,7 +6,12 @@ gradients to an upstream model (Seed 003); and training-mode forward + backward 
 interleaved rounds after warm-up; median and minimum are reported. Prints a table and writes
 benchmarks/results/efficientat.json.
 
-    python benchmarks/bench_efficientat.py [--models mn04 mn10] [--batch-size 8] [--repeats 5] [--warmup 1]
+    python benchmarks/bench_efficientat.py [--models mn10 dymn10] [--batch-size 8] [--repeats 5] [--warmup 1]
+                                           [--upstream PATH/TO/EfficientAT]
+
+With `--upstream`, a local checkout of the upstream EfficientAT repository (not part of this project, never
+committed) is imported from that path; its models get the same weights as ours (strict load) and are timed in
+the same interleaved rounds, and the table gives the ratio ours / upstream (below 1: ours is faster).
 """
 
 from __future__ import annotations
@@ -44,9 +49,37 @@ def timed(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> 
             for name, t in times.items()}
 
 
+class _LogitsOnly(torch.nn.Module):
+    """Upstream models return (logits, embedding); keep the logits."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[0]
+
+
+def upstream_model(path: Path, name: str, ours: torch.nn.Module, num_classes: int) -> torch.nn.Module:
+    """The upstream model of the same width from a local checkout, with our weights (strict)."""
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    family = "dymn" if name.startswith("dymn") else "mn"
+    here = os.getcwd()
+    os.chdir(path)  # upstream reads its metadata relative to the working directory at import
+    try:
+        module = __import__(f"models.{family}.model", fromlist=["get_model"])
+    finally:
+        os.chdir(here)
+    model = module.get_model(num_classes=num_classes, width_mult=int(name[len(family):]) / 10)
+    model.load_state_dict(ours.state_dict(), strict=True)
+    return _LogitsOnly(model)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["mn04", "mn10"])
+    parser.add_argument("--models", nargs="+", default=["mn10", "dymn10"])
+    parser.add_argument("--upstream", type=Path, help="local checkout of the upstream EfficientAT repository")
     parser.add_argument("--num-classes", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -81,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
 
     frozen = {name: build(name, num_classes=args.num_classes).eval() for name in args.models}
     training = {name: build(name, num_classes=args.num_classes).train() for name in args.models}
+    if args.upstream:
+        for name in list(args.models):
+            frozen[f"{name}@upstream"] = upstream_model(args.upstream, name, frozen[name], args.num_classes).eval()
+            training[f"{name}@upstream"] = upstream_model(args.upstream, name, training[name], args.num_classes).train()
+        args.models = [n for name in args.models for n in (name, f"{name}@upstream")]
     for net in frozen.values():
         net.requires_grad_(False)
     steps: dict[str, Callable[[], object]] = {"frontend": run_frontend}
@@ -107,13 +145,23 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {args.repeats}\n")
     print(f"front end (EfficientAT mel): {front['median_ms']:.1f} ms a batch, min {front['min_ms']:.1f} "
           f"({args.batch_size / front['median_ms'] * 1e3:.0f} clips/s)\n")
-    print(f"{'model':<8} {'params':>11} {'fwd ms':>8} {'(min)':>7} {'input-grad ms':>14} {'(min)':>7} "
+    print(f"{'model':<16} {'params':>11} {'fwd ms':>8} {'(min)':>7} {'input-grad ms':>14} {'(min)':>7} "
           f"{'train ms':>9} {'(min)':>7} {'clips/s fwd':>12}")
     for row in rows:
         fwd, grad, train = row["forward"], row["input_gradient"], row["train_step"]
-        print(f"{row['model']:<8} {row['parameters']:>11,} {fwd['median_ms']:>8.1f} {fwd['min_ms']:>7.1f} "
+        print(f"{row['model']:<16} {row['parameters']:>11,} {fwd['median_ms']:>8.1f} {fwd['min_ms']:>7.1f} "
               f"{grad['median_ms']:>14.1f} {grad['min_ms']:>7.1f} {train['median_ms']:>9.1f} {train['min_ms']:>7.1f} "
               f"{row['clips_per_second_forward']:>12.1f}")
+    ratios = {}
+    for row in rows:
+        upstream = next((r for r in rows if r["model"] == f"{row['model']}@upstream"), None)
+        if upstream:
+            ratios[row["model"]] = {step: row[step]["median_ms"] / upstream[step]["median_ms"]
+                                    for step in ("forward", "input_gradient", "train_step")}
+    if ratios:
+        print("\nratio ours / upstream (median times; below 1: ours is faster)")
+        for name, ratio in ratios.items():
+            print(f"{name:<8} " + "  ".join(f"{step} {value:.3f}" for step, value in ratio.items()))
 
     results = {
         "benchmark": "efficientat",
@@ -125,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "frontend": front,
         "networks": rows,
+        "ratio_ours_over_upstream": ratios,
         "environment": {
             "python": sys.version.split()[0],
             "torch": torch.__version__,
