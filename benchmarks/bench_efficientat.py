@@ -17,9 +17,7 @@ the same interleaved rounds, and the table gives the ratio ours / upstream (belo
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +26,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from common import environment, write_results
 
 from audiointerp.models import build, build_frontend
 
@@ -174,19 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         "frontend": front,
         "networks": rows,
         "ratio_ours_over_upstream": ratios,
-        "environment": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "environment": environment(load_before),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.output.with_name(args.output.name + ".tmp")
-    partial.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, args.output)
+    write_results(args.output, results)
     print(f"\nwrote {args.output}")
     return 0
 

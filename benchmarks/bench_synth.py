@@ -8,18 +8,16 @@ Prints the figures and writes them to ``benchmarks/results/synth.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import scipy
+from common import environment, write_results
 
 from audiointerp.datasets import synth
 
@@ -115,20 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "render_clip": render,
         "synthesize": runs,
-        "environment": {
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "platform": platform.platform(),
-            "available_cpus": _available_cpus(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "environment": environment(load_before, numpy=np.__version__, scipy=scipy.__version__, available_cpus=_available_cpus()),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.output.with_name(args.output.name + ".tmp")
-    partial.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, args.output)
+    write_results(args.output, results)
     print(f"wrote {args.output}")
     return 0
 

@@ -11,16 +11,14 @@ and writes benchmarks/results/vggish.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from common import environment, write_results
 
 from audiointerp.models import build, build_frontend
 
@@ -117,19 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "frontend": front,
         "networks": rows,
-        "environment": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "environment": environment(load_before),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.output.with_name(args.output.name + ".tmp")
-    partial.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, args.output)
+    write_results(args.output, results)
     print(f"\nwrote {args.output}")
     return 0
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiointerp.models.efficientat import init_efficientat_weights
 from audiointerp.models.registry import register_model
 from audiointerp.models.taps import Stage, TappedNetwork
 
@@ -343,18 +344,7 @@ class DyMN(TappedNetwork):
         self.register_load_state_dict_pre_hook(_trained_temperature_on_load)
 
     def _init_weights(self) -> None:
-        """Upstream's initialisation: Kaiming (fan-out) convs, BN 1/0, Linear N(0, 0.01) with zero bias."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        init_efficientat_weights(self)
 
     # --- temperature -----------------------------------------------------------------------------------------
 

@@ -176,6 +176,23 @@ class AttentionPoolingHead(nn.Module):
         return ((attention * values).sum(dim=2) * self.head_weight).sum(dim=1)
 
 
+def init_efficientat_weights(network: nn.Module) -> None:
+    """EfficientAT's initialisation (MN and DyMN): Kaiming-normal (fan out) convs, unit/zero batch norms,
+    N(0, 0.01) linears with zero bias."""
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 class MobileNetAT(TappedNetwork):
     """EfficientAT MobileNetV3: mel [B, 1, bands, frames] -> logits [B, num_classes].
 
@@ -265,19 +282,7 @@ class MobileNetAT(TappedNetwork):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """EfficientAT's initialisation: Kaiming-normal (fan out) convs, unit/zero norms, N(0, 0.01) linears."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_efficientat_weights(self)
 
     @staticmethod
     def pool(x: torch.Tensor) -> torch.Tensor:
