@@ -11,7 +11,7 @@ from audiointerp.errors import ConfigError
 def test_shipped_configs_load_with_required_values_given() -> None:
     assert "classifier" in available_configs()
     for name in available_configs():
-        cfg = load_config(name, ["data.source=somewhere.csv"])
+        cfg = load_config(name, ["data.source=somewhere.csv", "model.checkpoint=weights.pt"])
         assert cfg.experiment and cfg.task.name
 
 

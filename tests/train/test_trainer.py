@@ -177,3 +177,41 @@ def test_a_half_written_metrics_line_from_a_kill_does_not_break_resume(tmp_path:
     path.write_text('{"step": 1, "a": 1}\n{"step": 2, "a": 2}\n{"step": 3, "a": 3}\n{"epoch": 1.3, "step": 4, "train/lo')
     MetricsLog(path).truncate_after(2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_efficientat_augmentations_train_and_leave_evaluation_alone(tiny_overrides: list[str]) -> None:
+    from audiointerp.train.tasks import task_class
+
+    cfg = load_config("classifier", [*tiny_overrides, "task.mixup_alpha=0.3", "task.roll_samples=4000", "task.gain_db=12"])
+    task = task_class("classifier")(cfg)
+    data = task.build_data()
+    task.build_models(data.metadata)
+    batch = {k: torch.stack([data.train[i][k] for i in range(4)]) for k in ("audio", "target", "index")}
+    plain = task_class("classifier")(load_config("classifier", tiny_overrides))
+    plain.build_models(data.metadata)
+    plain.load_state_dict(task.state_dict())
+    task.eval(), plain.eval()  # evaluation does not augment
+    torch.testing.assert_close(task.eval_step(batch)["logits"], plain.eval_step(batch)["logits"])
+    task.train(), plain.train()
+    torch.manual_seed(0)
+    augmented, _ = task.step(batch)
+    torch.manual_seed(0)
+    reference, _ = plain.step(batch)
+    assert torch.isfinite(augmented) and not torch.isclose(augmented, reference)
+
+
+def test_esc50_recipe_fine_tunes_an_audioset_checkpoint_with_a_new_head(esc50_tree: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from audiointerp.models import build
+
+    save_file(build("mn04", num_classes=527).state_dict(), str(tmp_path / "mn04_as.safetensors"))  # real key layout
+    cfg = load_config("esc50_mn10", [
+        f"data.source={esc50_tree}", f"model.checkpoint={tmp_path / 'mn04_as.safetensors'}", "model.name=mn04",
+        "data.seconds=1.0", "data.batch_size=4", "data.num_workers=0", "train.max_steps=2", "train.progress=false",
+        f"output_dir={tmp_path / 'runs'}", f"data.cache_dir={tmp_path / 'cache'}", "tracking.backend=none"])
+    with pytest.warns(UserWarning, match="head not loaded"):
+        result = Trainer(cfg).fit()
+    assert json.loads((result.run_dir / "metadata.json").read_text())["classes"] == ["glass_breaking", "door_wood_knock",
+                                                                                      "can_opening"]
+    assert 0.0 <= result.metrics["valid/accuracy"] <= 1.0

@@ -55,9 +55,13 @@ class OptimConfig:
     weight_decay: float = 0.0  # decoupled for adamw, L2 for adam/sgd
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw
     momentum: float = 0.9  # sgd
-    scheduler: str = "cosine"  # constant | cosine | linear
-    warmup_steps: int = 0  # linear warm-up, in optimizer updates
+    scheduler: str = "cosine"  # constant | cosine | linear | exp_warmup_linear_down (EfficientAT, in epochs)
+    warmup_steps: int = 0  # linear warm-up, in optimizer updates (constant, cosine, linear)
     min_lr_ratio: float = 0.0  # final lr as a fraction of lr (cosine, linear)
+    warmup_epochs: float = 10.0  # exp_warmup_linear_down: exponential warm-up length
+    rampdown_start_epoch: float = 10.0  # exp_warmup_linear_down: epoch the linear ramp-down starts
+    rampdown_epochs: float = 65.0  # exp_warmup_linear_down: ramp-down length
+    last_lr_ratio: float = 0.01  # exp_warmup_linear_down: final lr as a fraction of lr
     grad_clip: Optional[float] = 1.0  # max global gradient norm; null disables clipping
 
 
@@ -115,7 +119,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "manifest", "esc50", "urbansound8k", "fsd50k", "msos"),
     "data.on_error": ("raise", "skip"),
     "optim.name": ("adam", "adamw", "sgd"),
-    "optim.scheduler": ("constant", "cosine", "linear"),
+    "optim.scheduler": ("constant", "cosine", "linear", "exp_warmup_linear_down"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.best_mode": ("min", "max"),
     "tracking.backend": ("wandb", "none"),

@@ -87,7 +87,10 @@ class AudioPipeline(nn.Module):
         return int(self.frontend.sample_rate)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        features = self.frontend(waveform)
+        return self.forward_features(self.frontend(waveform))
+
+    def forward_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The network on front-end features (e.g. after mixing them), patch outputs averaged per clip."""
         if features.dim() != 5:
             return self.network(features)
         batch, patches = features.shape[:2]

@@ -232,7 +232,8 @@ class Trainer:
         total = total_updates(len(train_loader), accumulation, int(cfg.train.epochs), cfg.train.max_steps)
         if total < 1:
             log.info("no optimizer updates (train.epochs=0 or train.max_steps=0): evaluating the untrained network")
-        scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.optim, total))
+        updates_per_epoch = math.ceil(len(train_loader) / accumulation)
+        scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.optim, total, updates_per_epoch))
         state = TrainState()
         accelerator.register_for_checkpointing(state)
         store = CheckpointStore(plan.run_dir, int(cfg.train.keep_last))

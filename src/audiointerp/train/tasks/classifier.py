@@ -23,6 +23,9 @@ from audiointerp.train.tasks.registry import register_task
 class ClassifierConfig(TaskConfig):
     name: str = "classifier"
     label_smoothing: float = 0.0  # cross-entropy label smoothing (single-label only)
+    mixup_alpha: float = 0.0  # mixup of front-end features, lambda ~ Beta(a, a) folded to >= 0.5 (0: off)
+    roll_samples: int = 0  # roll each training waveform by a random shift in [-N, N] samples (0: off)
+    gain_db: int = 0  # random gain of each training waveform, an integer in [-G, G) dB (0: off)
 
 
 @register_task
@@ -67,12 +70,41 @@ class ClassifierTask(Task):
             return F.binary_cross_entropy_with_logits(logits, target.float())
         return F.cross_entropy(logits, target, label_smoothing=float(self.cfg.task.label_smoothing))
 
+    def augment_waveforms(self, audio: torch.Tensor) -> torch.Tensor:
+        """EfficientAT's waveform augmentations: random roll and random gain per clip (training only)."""
+        task = self.cfg.task
+        if task.roll_samples:
+            shifts = torch.randint(-int(task.roll_samples), int(task.roll_samples) + 1, (audio.shape[0],))
+            audio = torch.stack([clip.roll(int(shift), dims=-1) for clip, shift in zip(audio, shifts)])
+        if task.gain_db:
+            gain = torch.randint(-int(task.gain_db), int(task.gain_db), (audio.shape[0],), device=audio.device)
+            audio = audio * (10.0 ** (gain.float() / 20.0)).reshape(-1, *([1] * (audio.dim() - 1)))
+        return audio
+
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.model(batch["audio"])
-        loss = self.loss(logits, batch["target"])
+        target = batch["target"]
+        features = self.model.frontend(self.augment_waveforms(batch["audio"]))
+        alpha = float(self.cfg.task.mixup_alpha)
+        if alpha > 0:  # mixup as EfficientAT does it: on the features, loss weighted by lambda
+            size = features.shape[0]
+            partner = torch.randperm(size, device=features.device)
+            lam = torch.distributions.Beta(alpha, alpha).sample((size,)).to(features.device)
+            lam = torch.maximum(lam, 1.0 - lam)
+            shape = (-1, *([1] * (features.dim() - 1)))
+            logits = self.model.forward_features(features * lam.reshape(shape) + features[partner] * (1.0 - lam.reshape(shape)))
+            if self.multi_label:
+                mixed = target.float() * lam[:, None] + target[partner].float() * (1.0 - lam[:, None])
+                loss = F.binary_cross_entropy_with_logits(logits, mixed)
+            else:
+                smoothing = float(self.cfg.task.label_smoothing)
+                loss = (F.cross_entropy(logits, target, reduction="none", label_smoothing=smoothing) * lam
+                        + F.cross_entropy(logits, target[partner], reduction="none", label_smoothing=smoothing) * (1.0 - lam)).mean()
+        else:
+            logits = self.model.forward_features(features)
+            loss = self.loss(logits, target)
         logs = {"loss": loss.detach()}
         if not self.multi_label:
-            logs["accuracy"] = (logits.detach().argmax(-1) == batch["target"]).float().mean()
+            logs["accuracy"] = (logits.detach().argmax(-1) == target).float().mean()
         return loss, logs
 
     @torch.no_grad()
