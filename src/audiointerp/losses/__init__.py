@@ -1,5 +1,6 @@
 """Losses as plain `nn.Module`s."""
 
 from audiointerp.losses.semantic import AngularDistanceLoss, MultiHotBCELoss, ReconstructionLoss
+from audiointerp.losses.spectral import MultiResolutionSTFTDistance, snr_db
 
-__all__ = ["AngularDistanceLoss", "MultiHotBCELoss", "ReconstructionLoss"]
+__all__ = ["AngularDistanceLoss", "MultiHotBCELoss", "MultiResolutionSTFTDistance", "ReconstructionLoss", "snr_db"]

@@ -1,0 +1,60 @@
+"""The classifier-gradient autoencoder task on the built-in sounds, with tiny networks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from audiointerp.configs import load_config
+from audiointerp.train.tasks import task_class
+from audiointerp.train.trainer import Trainer
+
+TINY_AE = ["model.params.channels=8", "model.params.num_blocks=[1,1,1,1,1,1]", "task.ae_rate=16000", "task.start=random",
+           "task.classifier=small_cnn", "task.classifier_checkpoint=null", "task.classifier_params.widths=[4,8,8,16]",
+           "data.format=manifest", "data.sample_rate=16000", "data.seconds=1.0", "data.batch_size=8", "data.eval_batch_size=8",
+           "data.num_workers=0", "model.checkpoint=null", "tracking.backend=none", "train.progress=false",
+           "tracking.audio_examples=2"]
+
+
+def overrides(tiny_data: Path, tmp_path: Path) -> list[str]:
+    return [*TINY_AE, f"data.source={tiny_data}", f"output_dir={tmp_path / 'runs'}", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+def test_the_classifier_stays_frozen_in_eval_mode_while_the_autoencoder_learns(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = load_config("ae_finetune_mn10", overrides(tiny_data, tmp_path))
+    task = task_class("ae_finetune")(cfg)
+    data = task.build_data()
+    task.build_models(data.metadata)
+    task.train()
+    assert not task.classifier.training and task.autoencoder.training
+    assert not any(p.requires_grad for p in task.classifier.parameters())
+    classifier_before = {k: v.clone() for k, v in task.classifier.state_dict().items()}
+    ae_before = {k: v.clone() for k, v in task.autoencoder.state_dict().items()}
+    optimizer = torch.optim.AdamW(task.trainable_parameters(), lr=1e-3)
+    batch = {k: torch.stack([data.train[i][k] for i in range(4)]) for k in ("audio", "target", "index")}
+    loss, logs = task.step(batch)
+    loss.backward()
+    optimizer.step()
+    for key, value in task.classifier.state_dict().items():  # weights and BatchNorm statistics unchanged
+        assert torch.equal(value, classifier_before[key]), key
+    assert any(not torch.equal(v, ae_before[k]) for k, v in task.autoencoder.state_dict().items())
+    assert torch.isfinite(loss) and "accuracy" in logs
+
+
+def test_decoder_only_training_leaves_the_encoder(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = load_config("ae_finetune_mn10", [*overrides(tiny_data, tmp_path), "task.train_part=decoder"])
+    task = task_class("ae_finetune")(cfg)
+    task.build_models(task.build_data().metadata)
+    trained = {n for n, p in task.autoencoder.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in task.autoencoder.named_parameters() if not p.requires_grad}
+    assert trained and all(n.startswith("autoencoder.decoder.") for n in trained)
+    assert frozen and all(n.startswith("autoencoder.encoder.") for n in frozen)
+    assert set(map(id, task.trainable_parameters())) == {id(p) for p in task.autoencoder.parameters() if p.requires_grad}
+
+
+def test_a_short_run_reports_accuracy_on_originals_and_reconstructions(tiny_data: Path, tmp_path: Path) -> None:
+    result = Trainer(load_config("ae_finetune_mn10", [*overrides(tiny_data, tmp_path), "train.max_steps=2"])).fit()
+    for key in ("accuracy_original", "accuracy_reconstruction", "accuracy_change", "snr_db", "mrstft_distance"):
+        assert f"valid/{key}" in result.metrics
+    assert result.metrics["valid/examples"] == 24
