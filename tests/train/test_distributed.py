@@ -48,3 +48,19 @@ def test_two_processes_shard_the_data_write_once_and_evaluate_like_one(tiny_over
     metrics_two = json.loads((two / "metrics.json").read_text())
     assert metrics_one["examples"] == metrics_two["examples"] == 24
     assert metrics_one == pytest.approx(metrics_two, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.timeout(900)
+def test_two_process_ae_finetune_run(tiny_data: Path, tmp_path: Path) -> None:
+    tiny_ae = ["model.params.channels=8", "model.params.num_blocks=[1,1,1,1,1,1]", "task.ae_rate=16000", "task.start=random",
+               "task.classifier=small_cnn", "task.classifier_checkpoint=null", "task.classifier_params.widths=[4,8,8,16]",
+               "data.format=manifest", "data.sample_rate=16000", "data.seconds=1.0", "data.batch_size=8", "data.eval_batch_size=8",
+               "data.num_workers=0", "model.checkpoint=null", "tracking.backend=none", "train.progress=false",
+               "tracking.audio_examples=2", "train.max_steps=2", f"data.source={tiny_data}", f"output_dir={tmp_path / 'runs'}",
+               f"data.cache_dir={tmp_path / 'cache'}"]
+    torchrun(["train", "ae_finetune_mn10", *tiny_ae], 2, tmp_path)
+    run = next((tmp_path / "runs" / "ae_finetune_mn10").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["final"]["valid/examples"] == 24
+    assert sorted(p.name for p in CheckpointStore(run).latest().glob("random_states_*.pkl")) == ["random_states_0.pkl",
+                                                                                                "random_states_1.pkl"]
