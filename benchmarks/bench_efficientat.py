@@ -18,34 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from common import environment, write_results
+from common import environment, timed, write_results
 
 from audiointerp.models import build, build_frontend
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "efficientat.json"
-
-
-def timed(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Wall time of each step in milliseconds (median, minimum, standard deviation), steps interleaved per round."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            started = time.perf_counter()
-            step()
-            times[name].append((time.perf_counter() - started) * 1e3)
-    return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "stdev_ms": statistics.pstdev(t)}
-            for name, t in times.items()}
 
 
 class _LogitsOnly(torch.nn.Module):

@@ -12,36 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-from common import environment, write_results
+from common import environment, timed, write_results
 
 from audiointerp.models import build, build_frontend
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "vggish.json"
 CONFIGS = {"default (64,128,256,512)": (64, 128, 256, 512), "narrow (16,32,64,128)": (16, 32, 64, 128)}
-
-
-def timed(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Wall time of each step in milliseconds (median, minimum, standard deviation).
-
-    The steps are interleaved, one round at a time, so that a change of machine load affects all of them alike.
-    """
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            started = time.perf_counter()
-            step()
-            times[name].append((time.perf_counter() - started) * 1e3)
-    return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "stdev_ms": statistics.pstdev(t)}
-            for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -31,3 +33,21 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     partial = path.with_name(path.name + ".tmp")
     partial.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, path)
+
+
+def timed(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Wall time of each step in milliseconds (median, minimum, standard deviation).
+
+    The steps are interleaved, one round at a time, so that a change of machine load affects all of them alike.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - started) * 1e3)
+    return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "stdev_ms": statistics.pstdev(t)}
+            for name, t in times.items()}
