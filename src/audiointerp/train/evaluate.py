@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from accelerate.utils import broadcast_object_list
 from omegaconf import DictConfig, OmegaConf
 
 from audiointerp.errors import ConfigError
@@ -18,7 +17,7 @@ from audiointerp.train.checkpoint import write_json_atomic
 from audiointerp.train.export import MANIFEST, load_export_task, task_from_checkpoint
 from audiointerp.train.tasks import EvalResult
 from audiointerp.train.tracking import Tracking
-from audiointerp.train.trainer import make_accelerator, make_loader, run_evaluation, setup_logging
+from audiointerp.train.trainer import make_accelerator, make_loader, run_evaluation, setup_logging, summarize_on_main
 
 log = logging.getLogger("audiointerp")
 
@@ -81,28 +80,23 @@ def evaluate(
     loader = make_loader(dataset, batch_size or int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers), 0)
     task, loader = accelerator.prepare(task, loader)
     outputs = run_evaluation(accelerator, task, loader, progress, desc=f"evaluate {Path(data).stem}")
-    result = [None]
     tracking.start()
+    result = summarize_on_main(accelerator, task, outputs, dataset)
     if accelerator.is_main_process:
-        result = [accelerator.unwrap_model(task).summarize(outputs, dataset)]
-        write_json_atomic(out / "metrics.json", result[0].metrics)
-        write_tables([{"model": str(cfg.experiment), "data": data_name(data), **result[0].metrics}], out / "metrics")
-        tracking.log({f"eval/{k}": v for k, v in result[0].metrics.items()}, 0, 0.0)
-        tracking.log_figures(result[0].figures, 0, "eval")
-        tracking.log_tables(result[0].tables, 0, "eval")
-        for fig_name, figure in result[0].figures.items():
+        write_json_atomic(out / "metrics.json", result.metrics)
+        write_tables([{"model": str(cfg.experiment), "data": data_name(data), **result.metrics}], out / "metrics")
+        tracking.log({f"eval/{k}": v for k, v in result.metrics.items()}, 0, 0.0)
+        tracking.log_figures(result.figures, 0, "eval")
+        tracking.log_tables(result.tables, 0, "eval")
+        for fig_name, figure in result.figures.items():
             save_figure(figure, out / f"{fig_name}.png")
-        for array_name, array in result[0].arrays.items():
+        for array_name, array in result.arrays.items():
             np.save(out / f"{array_name}.npy", array, allow_pickle=False)
         log.info("evaluation of %s on %s: %s (written to %s)", source, data,
-                 {k: round(v, 4) for k, v in result[0].metrics.items()}, out)
-    if accelerator.num_processes > 1:
-        metrics = [result[0].metrics if result[0] is not None else None]
-        broadcast_object_list(metrics)
-        result = [result[0] or EvalResult(metrics[0])]
+                 {k: round(v, 4) for k, v in result.metrics.items()}, out)
     accelerator.wait_for_everyone()
     tracking.finish()
-    return result[0]
+    return result
 
 
 def write_tables(rows: list[dict[str, object]], stem: Path) -> None:

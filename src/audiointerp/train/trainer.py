@@ -151,6 +151,16 @@ def report_skipped(run_dir: Path, datasets: dict[str, Dataset]) -> dict[str, int
     return {split: n for split, n in counts.items() if n}
 
 
+def summarize_on_main(accelerator: Accelerator, task: Task, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
+    """The task's summary on the main process (figures, tables); the other processes get its metrics only."""
+    result = accelerator.unwrap_model(task).summarize(outputs, dataset) if accelerator.is_main_process else None
+    if accelerator.num_processes > 1:
+        metrics = [result.metrics if result is not None else None]
+        broadcast_object_list(metrics)
+        result = result or EvalResult(metrics[0])
+    return result
+
+
 def scalar_items(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
 
@@ -350,15 +360,7 @@ class _Loop:
     def evaluate(self) -> EvalResult:
         cfg = self.cfg
         outputs = run_evaluation(self.accelerator, self.task, self.valid_loader, bool(cfg.train.progress), "validate")
-        result = [None]
-        if self.accelerator.is_main_process:
-            result = [self.accelerator.unwrap_model(self.task).summarize(outputs, self.data.valid)]
-        if self.accelerator.num_processes > 1:
-            metrics = [result[0].metrics if result[0] is not None else None]
-            broadcast_object_list(metrics)
-            if result[0] is None:
-                result = [EvalResult(metrics[0])]
-        return result[0]
+        return summarize_on_main(self.accelerator, self.task, outputs, self.data.valid)
 
     def _report_evaluation(self, result: EvalResult) -> dict[str, float]:
         scalars = scalar_items(result.metrics, "valid")
