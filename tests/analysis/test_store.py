@@ -56,6 +56,9 @@ def test_pooling_flattening_and_float16(tiny_data: Path, tmp_path: Path) -> None
     assert values.ndim == 2 and store.shape("block2") == (values.shape[1],)
     expected = direct(tiny_data, "block2").mean(axis=1).reshape(len(values), -1)
     np.testing.assert_allclose(values, expected, rtol=2e-3, atol=2e-3)
+    patch = tuple(direct(tiny_data, "block2").shape[2:])
+    assert store.patch_shape("block2") == patch  # recorded unflattened, per patch: what forward_from takes
+    assert store.as_patches("block2", values).shape == (len(values), 1, *patch)
 
 
 def test_an_interrupted_extraction_resumes_without_recomputing_finished_chunks(tiny_data: Path, tmp_path: Path,
@@ -71,7 +74,7 @@ def test_an_interrupted_extraction_resumes_without_recomputing_finished_chunks(t
     monkeypatch.setattr(module, "layer_activations", lambda p, w, layers: calls.append(len(w)) or original(p, w, layers))
     torch.manual_seed(0)
     extract(settings(tiny_data), out, batch_size=64, progress=False)
-    assert sum(calls) == 120 - 5 * 7  # only the missing chunks ran
+    assert sum(calls) == 1 + 120 - 5 * 7  # the one-clip shape probe, then only the missing chunks
     np.testing.assert_allclose(ActivationStore(out).load("embedding"), direct(tiny_data, "embedding"), rtol=1e-5, atol=1e-5)
 
 

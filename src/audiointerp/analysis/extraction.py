@@ -117,6 +117,12 @@ def layer_activations(pipeline: nn.Module, waveforms: torch.Tensor, layers: Sequ
     return out
 
 
+def layer_shapes(pipeline: nn.Module, waveform: torch.Tensor, layers: Sequence[str]) -> dict[str, list[int]]:
+    """Each layer's activation shape for one patch (what `forward_from` takes, before pooling and flattening)."""
+    activations = layer_activations(pipeline, waveform[None], layers)
+    return {layer: list(activations[layer].shape[2:]) for layer in layers}
+
+
 def pool(activation: torch.Tensor, settings: ExtractSettings) -> torch.Tensor:
     """Time pooling over the patch axis (dim 1), then optional flattening."""
     if settings.pooling == "mean":
@@ -157,8 +163,12 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
     torch.manual_seed(settings.seed)
     pipeline, identity = load_model(settings, len(classes))
     layers = resolve_layers(settings.layers, identity["network_layers"])
+    dataset = ManifestDataset(manifest, sample_rate=int(identity["frontend"]["sample_rate"]), seconds=None, train=False,
+                              classes=classes, progress=False)
+    if not len(dataset):
+        raise StoreError(f"{settings.data} has no clips{' in folds ' + ','.join(settings.folds) if settings.folds else ''}")
     record = {"version": FORMAT_VERSION, **asdict(settings), "layers": layers, "num_clips": len(manifest.rows),
-              **identity}
+              "layer_shapes": layer_shapes(pipeline, dataset[0]["audio"], layers), **identity}
     store_file = out / STORE_FILE
     if store_file.is_file():
         previous = json.loads(store_file.read_text(encoding="utf-8"))
@@ -174,8 +184,6 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
         temp.replace(store_file)
     state.wait_for_everyone()
 
-    dataset = ManifestDataset(manifest, sample_rate=int(identity["frontend"]["sample_rate"]), seconds=None, train=False,
-                              classes=classes, progress=False)
     device = state.device
     pipeline.to(device)
     chunks = chunks_of(len(dataset), settings.chunk_size)

@@ -3,7 +3,8 @@
 A store is a folder:
 
 - `store.json`: the model (zoo name or export folder) and its weights' sha256, the front end and its
-  parameters, the layers, dtype, time pooling and flattening, the data source, the clip count and chunk size;
+  parameters, the layers and each one's activation shape per patch (`layer_shapes`, what `forward_from` takes),
+  dtype, time pooling and flattening, the data source, the clip count and chunk size;
 - `clips.csv`: one row per clip, in store order: `index, path, label, fold, description` and the factor columns;
 - `shard-*.h5` (HDF5 through h5py): each process's rows, `layers/<layer>` [rows, ...] and `index` [rows] (the
   clips' store indices), with the attributes `rows` and `done` (the chunks whose rows are complete).
@@ -28,7 +29,7 @@ from audiointerp.errors import AudioInterpError
 STORE_FILE = "store.json"
 CLIPS_FILE = "clips.csv"
 SHARD_GLOB = "shard-*.h5"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: layer_shapes
 
 
 class StoreError(AudioInterpError):
@@ -136,6 +137,22 @@ class ActivationStore:
             if f"layers/{layer}" in handle:
                 return tuple(handle[f"layers/{layer}"].shape[1:])
         raise StoreError(f"{self.folder}: no shard holds layer {layer!r}")
+
+    def patch_shape(self, layer: str) -> tuple[int, ...]:
+        """The layer's activation shape for one patch, as the network produces it (before pooling/flattening)."""
+        self._check_layer(layer)
+        shapes = self.meta.get("layer_shapes")
+        if not shapes:
+            raise StoreError(f"{self.folder} was written by an older audiointerp without layer shapes: extract it again")
+        return tuple(shapes[layer])
+
+    def as_patches(self, layer: str, values: np.ndarray) -> np.ndarray:
+        """Stored activations [n, ...] (pooled or flattened or not) reshaped to [n, patches, *patch_shape]."""
+        shape = self.patch_shape(layer)
+        per_clip = int(np.prod(values.shape[1:]))
+        if per_clip % int(np.prod(shape)):
+            raise StoreError(f"layer {layer!r}: {per_clip} values per clip are not whole patches of shape {shape}")
+        return values.reshape(len(values), per_clip // int(np.prod(shape)), *shape)
 
     def load(self, layer: str, indices: Optional[Sequence[int]] = None, dtype: str = "float32") -> np.ndarray:
         """Activations [n, ...] of `layer` for the clips `indices` (default: all), in that order."""
