@@ -94,6 +94,39 @@ def _analyze_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_manipulate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from audiointerp.analysis import ActivationStore
+    from audiointerp.analysis.manipulate import ManipulateSettings, manipulate, manipulation_figure, write_manipulation
+    from audiointerp.analysis.tracking import analysis_tracking
+
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for item in args.pair or []:
+        factor, _, classes = item.partition("=")
+        p, _, q = classes.partition(",")
+        if not (factor and p and q):
+            raise SystemExit(f"--pair {item!r}: write FACTOR=P,Q (e.g. material=wood,metal)")
+        pairs.setdefault(factor, []).append((p, q))
+    settings = ManipulateSettings(factors=args.factor, within=args.within, pairs=pairs, repeats=args.repeats,
+                                  clips=args.clips, valley_center=args.valley_center, valley_width=args.valley_width,
+                                  typical_radius=args.typical_radius, max_triplets=args.max_triplets, output=args.output,
+                                  seed=args.seed)
+    result = manipulate(args.flow_export, ActivationStore(args.store), settings, progress=not args.quiet)
+    out = Path(args.out or Path(args.flow_export) / "manipulation")
+    write_manipulation(result, out, settings.output)
+    tracking = analysis_tracking(out, f"manipulate-{Path(args.store).name}", asdict(settings), args.tracking)
+    tracking.log({f"manipulate/{t['factor']}/t_{t['reference']}_M_to_{t['moved_to']}": t["t"] for t in result.tests}, 0, 0.0)
+    tracking.log_figures({"manipulation": manipulation_figure(result, settings.output)}, 0, "manipulate")
+    tracking.finish()
+    for row in result.tests:
+        print(f"{row['factor']}: d({row['reference']},M) {row['mean_before']:.3f} -> d({row['reference']},M->{row['moved_to']}) "
+              f"{row['mean_after']:.3f}: t({row['df']}) = {row['t']:.2f}, Bonferroni p = {row['p_bonferroni']:.3g}"
+              f"{' (as expected)' if row['confirmed'] else ''}")
+    print(f"{len(result.triplets)} triplets, {len(result.skipped)} class pairs skipped; wrote {out}")
+    return 0
+
+
 def _listen(args: argparse.Namespace) -> int:
     from audiointerp.evaluation.listening import listening_page
 
@@ -194,6 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking", choices=("wandb", "none"), default="wandb", help="W&B run (job type analysis) or none")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_analyze_decode)
+
+    p = analyze.add_parser("manipulate", help="move a factor's coordinate in a flow's code and measure the network's "
+                           "outputs (Dick et al. Fig. 2)")
+    p.add_argument("flow_export", type=Path, help="an export of a flow run (audiointerp train flow; audiointerp export)")
+    p.add_argument("store", type=Path, help="an activation store of the same model and layer")
+    p.add_argument("--factor", action="append", required=True, help="the factor to move, e.g. material (repeatable)")
+    p.add_argument("--within", help="the other factor whose classes hold each experiment (default: the flow's other one)")
+    p.add_argument("--pair", action="append", help="a class pair FACTOR=P,Q (repeatable; default: random pairs)")
+    p.add_argument("--repeats", type=int, default=10, help="random pairs per class of the other factor (default 10)")
+    p.add_argument("--clips", type=int, default=8192, help="random clips of the store (default 8192)")
+    p.add_argument("--valley-center", choices=("midpoint", "subset_mean"), default="midpoint",
+                   help="centre of the atypical sounds' valley: the midpoint of the p and q means, or the mean of all "
+                        "sounds of the other factor's class (LatentAudio's code)")
+    p.add_argument("--valley-width", type=float, default=0.2, help="atypical: within this of the centre (default 0.2)")
+    p.add_argument("--typical-radius", type=float, default=0.3, help="typical: within this of the class mean (default 0.3)")
+    p.add_argument("--max-triplets", type=int, help="random triplets per factor kept for the tests (default: all)")
+    p.add_argument("--output", choices=("logits", "log_sigmoid", "log_softmax"), default="logits",
+                   help="what the distances are measured on (default logits)")
+    p.add_argument("--seed", type=int, default=0, help="the clip sample, the pairs and the triplets")
+    p.add_argument("--out", type=Path, help="output folder (default: FLOW_EXPORT/manipulation)")
+    p.add_argument("--tracking", choices=("wandb", "none"), default="wandb", help="W&B run (job type analysis) or none")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_analyze_manipulate)
 
     p = sub.add_parser("listen", help="one page of originals and each autoencoder export's reconstructions")
     p.add_argument("exports", nargs="+", type=Path, help="export folders of ae_finetune or reconstruction runs")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from audiointerp.analysis import ActivationStore
 from audiointerp.analysis.decode import DecodeSettings, decode
-from audiointerp.analysis.store import CLIPS_FILE, STORE_FILE, ShardWriter, shard_path
 from audiointerp.cli import main
+from tests.conftest import write_store
 
 MATERIALS = ["wood", "metal", "glass"]
 ACTIONS = ["tapping", "rubbing"]
@@ -27,19 +26,9 @@ def known_store(folder: Path, clips: int = 300) -> Path:
     middle = noise() + 3.0 * material_prototypes[material]
     late = noise() + 3.0 * material_prototypes[material] + 3.0 * action_prototypes[action]
     layers = {"early": noise(), "middle": middle, "late": late}
-    folder.mkdir(parents=True)
-    (folder / STORE_FILE).write_text(json.dumps({"layers": list(layers), "num_clips": clips, "chunk_size": 100}))
-    with open(folder / CLIPS_FILE, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "path", "label", "material", "action"])
-        writer.writerows([i, f"{i}.wav", f"{MATERIALS[m]}_{ACTIONS[a]}", MATERIALS[m], ACTIONS[a]]
-                         for i, (m, a) in enumerate(zip(material, action)))
-    writer = ShardWriter(shard_path(folder, 0, 1), list(layers), "float32")
-    for chunk, start in enumerate(range(0, clips, 100)):
-        rows = np.arange(start, min(start + 100, clips))
-        writer.write_chunk(chunk, rows, {name: values[rows] for name, values in layers.items()})
-    writer.close()
-    return folder
+    labels = [f"{MATERIALS[m]}_{ACTIONS[a]}" for m, a in zip(material, action)]
+    return write_store(folder, layers, {"label": labels, "material": [MATERIALS[m] for m in material],
+                                        "action": [ACTIONS[a] for a in action]})
 
 
 def test_decoding_finds_the_layers_that_encode_each_factor(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -54,7 +54,7 @@ class ExtractSettings:
     seed: int = 0  # seeds a zoo model's random initialisation (no checkpoint), the same in every process
 
 
-def load_model(settings: ExtractSettings, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[nn.Module, dict[str, Any]]:
     """The pipeline (front end + tapped network) in eval mode, and what identifies it (name, weights' hash,
     front end)."""
     from audiointerp.models import build_pipeline
@@ -82,6 +82,19 @@ def load_model(settings: ExtractSettings, num_classes: int) -> tuple[nn.Module, 
                                and not k.startswith("_") and k != "training"}}
     identity["network_layers"] = pipeline.network.layer_names()
     return pipeline.eval(), identity
+
+
+def store_pipeline(meta: dict[str, Any]) -> nn.Module:
+    """The pipeline a store was extracted from (its `store.json`), rebuilt with the same weights (checked by
+    sha256; a seeded random zoo model is rebuilt from its seed), in eval mode."""
+    names = {f.name for f in fields(ExtractSettings)}
+    settings = ExtractSettings(**{key: value for key, value in meta.items() if key in names})
+    torch.manual_seed(settings.seed)
+    pipeline, identity = load_model(settings, int(meta.get("data_num_classes") or 0) or None)
+    if identity["model_hash"] != meta.get("model_hash"):
+        raise StoreError(f"the weights of {settings.model} changed since the store was extracted (sha256 "
+                         f"{identity['model_hash']} against {meta.get('model_hash')}): extract it again")
+    return pipeline
 
 
 def resolve_layers(requested: Sequence[str], names: Sequence[str]) -> list[str]:
@@ -168,6 +181,7 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
     if not len(dataset):
         raise StoreError(f"{settings.data} has no clips{' in folds ' + ','.join(settings.folds) if settings.folds else ''}")
     record = {"version": FORMAT_VERSION, **asdict(settings), "layers": layers, "num_clips": len(manifest.rows),
+              "data_num_classes": len(classes),
               "layer_shapes": layer_shapes(pipeline, dataset[0]["audio"], layers), **identity}
     store_file = out / STORE_FILE
     if store_file.is_file():

@@ -157,7 +157,8 @@ class ActivationStore:
     def load(self, layer: str, indices: Optional[Sequence[int]] = None, dtype: str = "float32") -> np.ndarray:
         """Activations [n, ...] of `layer` for the clips `indices` (default: all), in that order."""
         self._check_layer(layer)
-        wanted = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        requested = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        wanted, inverse = np.unique(requested, return_inverse=True)  # each clip read once, repeats allowed
         out = np.empty((len(wanted), *self.shape(layer)), dtype=dtype)
         position = {int(i): n for n, i in enumerate(wanted)}
         found = 0
@@ -171,7 +172,7 @@ class ActivationStore:
                 found += len(rows)
         if found < len(wanted):
             raise StoreError(f"{self.folder}: {len(wanted) - found} requested clips are not in the store")
-        return out
+        return out if indices is None else out[inverse.reshape(-1)]
 
     def _check_layer(self, layer: str) -> None:
         if layer not in self.layers:

@@ -228,3 +228,25 @@ def spectrogram_pairs(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], column
     for ax in axes[-1]:
         ax.set_xlabel("time (s)" if frame_rate else "frame", fontsize=7)
     return fig
+
+
+def factor_scatter(axes: Sequence[tuple[str, np.ndarray]], colourings: Sequence[tuple[str, Sequence[str]]],
+                   title: str = "") -> Figure:
+    """Points in two coordinates (x and y: name, values), one panel per colouring (name, a label per point),
+    each label its own colour with a legend: the flow's factor coordinates as in Esser et al.'s Fig. 1."""
+    (x_name, x), (y_name, y) = axes[0], axes[1]
+    fig, panels = plt.subplots(1, len(colourings), figsize=(4.4 * len(colourings), 4.0), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (name, labels) in zip(panels[0], colourings):
+        labels = np.asarray(labels)
+        for i, value in enumerate(sorted(set(labels.tolist()))):
+            chosen = labels == value
+            ax.scatter(x[chosen], y[chosen], s=7, alpha=0.7, color=cmap(i % 10), label=value, linewidths=0)
+        ax.set_xlabel(x_name)
+        ax.set_ylabel(y_name)
+        ax.set_title(f"coloured by {name}", fontsize=9)
+        ax.legend(fontsize=7, markerscale=2, loc="best", framealpha=0.6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

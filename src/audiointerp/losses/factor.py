@@ -42,9 +42,10 @@ class FactorLoss(nn.Module):
     def dim(self) -> int:
         return int(self.masks.shape[1])
 
-    def forward(self, z_a: torch.Tensor, logdet_a: torch.Tensor, z_b: torch.Tensor, logdet_b: torch.Tensor,
-                factor: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """`factor` [B]: the shared factor of each pair, 1-based (block index; 0 would be the residual)."""
+    def pair_nll(self, z_a: torch.Tensor, logdet_a: torch.Tensor, z_b: torch.Tensor, logdet_b: torch.Tensor,
+                 factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pair negative log-likelihoods (nats, constants dropped) of a and of b given a: ([B], [B]).
+        `factor` [B]: the shared factor of each pair, 1-based (block index; 0 would be the residual)."""
         if z_a.shape[1] != self.dim:
             raise ValueError(f"the flow gives {z_a.shape[1]} dimensions but factor_dims sum to {self.dim}")
         if bool((factor < 1).any()) or bool((factor >= len(self.factor_dims)).any()):
@@ -53,10 +54,19 @@ class FactorLoss(nn.Module):
         nll_a = 0.5 * z_a.pow(2).sum(1) - logdet_a
         correlated = (z_b - self.rho * z_a).pow(2) / (1.0 - self.rho**2)
         nll_b = 0.5 * torch.where(shared, correlated, z_b.pow(2)).sum(1) - logdet_b
+        return nll_a, nll_b
+
+    def bits_per_dim(self, nll: torch.Tensor) -> torch.Tensor:
+        """The NLL of standard-normal codes (constants restored) in bits per dimension."""
+        return (nll + 0.5 * self.dim * math.log(2 * math.pi)) / (self.dim * math.log(2.0))
+
+    def forward(self, z_a: torch.Tensor, logdet_a: torch.Tensor, z_b: torch.Tensor, logdet_b: torch.Tensor,
+                factor: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean loss over pairs and its report (see `pair_nll`)."""
+        nll_a, nll_b = self.pair_nll(z_a, logdet_a, z_b, logdet_b, factor)
         loss = (nll_a + nll_b).mean()
-        bits_per_dim = (nll_a.mean() + 0.5 * self.dim * math.log(2 * math.pi)) / (self.dim * math.log(2.0))
         return loss, {"loss": loss.detach(), "nll_a": nll_a.mean().detach(), "nll_b": nll_b.mean().detach(),
-                      "logdet": logdet_a.mean().detach(), "bits_per_dim": bits_per_dim.detach()}
+                      "logdet": logdet_a.mean().detach(), "bits_per_dim": self.bits_per_dim(nll_a.mean()).detach()}
 
 
 def estimate_factor_dims(x_a: torch.Tensor, x_b: torch.Tensor, factor: torch.Tensor, num_factors: int) -> list[int]:

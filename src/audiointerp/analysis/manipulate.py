@@ -1,0 +1,287 @@
+"""`audiointerp analyze manipulate`: edit a factor's coordinate in the flow's code and measure the network's output
+(Dick et al., Fig. 2; LatentAudio's evaluate_disentangle).
+
+For a factor (e.g. material), within each class of the other factor (e.g. each action), for class pairs (p, q) of
+the factor (random pairs, `repeats` per class, or given ones):
+
+1. Project the factor's code block onto the direction from the p mean to the q mean (for a 1-D block: the
+   coordinate itself). Atypical sounds M are p-sounds in the valley between the classes: within `valley_width` of
+   the midpoint of the two class means (or of the mean of all sounds of that class of the other factor, as
+   LatentAudio's code does). Typical sounds P and Q lie within `typical_radius` of their class means.
+2. The three lists are shuffled and cut to the shortest, pairing them by position: triplets (M, P, Q).
+3. M's block is set to its P's block (M->P), and separately to its Q's (M->Q); the edited codes go back through
+   the flow's inverse and the PCA pipeline's inverse to the layer's activation, and the network continues from
+   that layer (`forward_from`) to its outputs.
+4. Euclidean distances between outputs: d(P, M), d(P, M->P), d(P, M->Q), and the same with respect to Q.
+5. Paired t-tests of d(ref, M) against d(ref, M->P) and d(ref, M->Q), ref = P and Q; Bonferroni over the four
+   tests of each factor. Moving M towards P should bring its outputs closer to P's: d(P, M->P) < d(P, M).
+
+Writes `triplets.csv` (every triplet with its six distances), `tests.csv`, `skipped.csv` (class pairs without
+enough sounds) and `manipulation.png` (bars as in the paper's Fig. 2, standard errors, tests marked).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from tqdm.auto import tqdm
+
+from audiointerp.analysis.extraction import store_pipeline
+from audiointerp.analysis.store import ActivationStore, StoreError
+
+OUTPUTS = ("logits", "log_sigmoid", "log_softmax")
+CENTRES = ("midpoint", "subset_mean")
+DISTANCES = ("P,M", "P,M->P", "P,M->Q", "Q,M", "Q,M->P", "Q,M->Q")  # (reference, compared output)
+
+
+@dataclass
+class ManipulateSettings:
+    factors: Sequence[str]  # the factors whose code block is moved, one experiment each
+    within: Optional[str] = None  # the other factor, whose classes hold the sounds of an experiment (default: the flow's other one)
+    pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # factor -> class pairs (p, q); default random
+    repeats: int = 10  # random (p, q) pairs per class of the other factor (LatentAudio: 10)
+    clips: int = 8192  # random clips of the store (LatentAudio: 2^13)
+    valley_center: str = "midpoint"  # midpoint of the p and q means | subset_mean (LatentAudio's code)
+    valley_width: float = 0.2  # M: p-sounds within +- this of the valley's centre, in code units (LatentAudio: 0.2)
+    typical_radius: float = 0.3  # P, Q: sounds within this of their class mean (LatentAudio: 0.3)
+    max_triplets: Optional[int] = None  # random triplets per factor kept for the tests (None: all; the paper: 199)
+    output: str = "logits"  # logits | log_sigmoid (LatentAudio) | log_softmax: what distances are measured on
+    alpha: float = 0.05  # family-wise level per factor (Bonferroni over its four tests)
+    seed: int = 0  # the clip sample, the random pairs and the triplets
+    batch_size: int = 256  # clips per forward pass
+
+
+@dataclass
+class ManipulationResult:
+    triplets: list[dict[str, Any]]  # factor, within, class, p, q, m, P, Q (store indices) and the six distances
+    tests: list[dict[str, Any]]  # factor, reference, moved_to, n, t, p, p_bonferroni, significant, mean distances
+    skipped: list[dict[str, Any]]  # class pairs without a triplet, with the counts of M, P and Q
+
+    def distances(self, factor: str) -> dict[str, np.ndarray]:
+        rows = [row for row in self.triplets if row["factor"] == factor]
+        return {key: np.array([float(row[key]) for row in rows]) for key in DISTANCES}
+
+
+class Manipulator:
+    """A flow export, the store it reads and the network the store came from: encode, edit, decode, continue."""
+
+    def __init__(self, flow_export: str | Path, store: ActivationStore, output: str = "logits",
+                 batch_size: int = 256) -> None:
+        from audiointerp.train.export import load_export_task
+
+        if output not in OUTPUTS:
+            raise ValueError(f"output {output!r}; choose one of {', '.join(OUTPUTS)}")
+        self.task, metadata = load_export_task(flow_export)
+        if getattr(self.task, "name", "") != "flow":
+            raise StoreError(f"{flow_export} is an export of task {self.task.name!r}, not of a flow")
+        self.store, self.layer, self.output, self.batch_size = store, self.task.layer, output, batch_size
+        if self.layer not in store.layers:
+            raise StoreError(f"the flow reads layer {self.layer!r}, which the store {store.folder} does not hold")
+        if metadata.get("store_model_hash") != store.meta.get("model_hash") or list(store.shape(self.layer)) != list(self.task.layer_shape):
+            raise StoreError(f"the flow {flow_export} was trained on activations of another model or layer shape "
+                             f"({metadata.get('store_model')}) than the store {store.folder} ({store.meta.get('model')})")
+        self.network = store_pipeline(store.meta).network
+
+    def codes(self, indices: np.ndarray, progress: bool = False) -> np.ndarray:
+        """Flow codes [n, D] of the store's clips `indices`, chunk by chunk."""
+        out = []
+        for start in tqdm(range(0, len(indices), self.batch_size), desc="encode", unit="batch", disable=not progress,
+                          leave=False):
+            z, _ = self.task.encode(self.store.load(self.layer, indices[start:start + self.batch_size]))
+            out.append(z.numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.task.flow.dim), dtype=np.float32)
+
+    @torch.no_grad()
+    def outputs(self, activations: np.ndarray) -> np.ndarray:
+        """The network continued from the layer: outputs [n, C], the mean over a clip's patches, transformed."""
+        patches = self.store.as_patches(self.layer, np.asarray(activations))
+        flat = torch.as_tensor(patches, dtype=torch.float32).flatten(0, 1)
+        out = self.network.forward_from(flat, self.layer).reshape(len(patches), patches.shape[1], -1).mean(1)
+        if self.output == "log_sigmoid":
+            out = F.logsigmoid(out)
+        elif self.output == "log_softmax":
+            out = out.log_softmax(-1)
+        return out.double().numpy()
+
+    def edited_outputs(self, m: np.ndarray, donors: np.ndarray, block: slice) -> np.ndarray:
+        """Outputs of clips `m` with their code block replaced by the block of clips `donors` (pairwise)."""
+        z, remainder = self.task.encode(self.store.load(self.layer, m))
+        z[:, block] = torch.as_tensor(self.codes(donors)[:, block])
+        return self.outputs(self.task.decode(z, remainder))
+
+
+def _select(s: np.ndarray, is_p: np.ndarray, is_q: np.ndarray, centre: float, settings: ManipulateSettings,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions (into the subset) of atypical M and typical P and Q sounds."""
+    mean_p, mean_q = s[is_p].mean(), s[is_q].mean()
+    m = np.flatnonzero(is_p & (s > centre - settings.valley_width) & (s <= centre + settings.valley_width))
+    p = np.flatnonzero(is_p & (np.abs(s - mean_p) < settings.typical_radius))
+    p = np.setdiff1d(p, m)  # a sound is atypical or typical, not both
+    q = np.flatnonzero(is_q & (np.abs(s - mean_q) < settings.typical_radius))
+    return m, p, q
+
+
+def find_triplets(z: np.ndarray, sample: np.ndarray, values: np.ndarray, within: np.ndarray, factor: str,
+                  within_name: str, block: slice, settings: ManipulateSettings, rng: np.random.Generator,
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Triplets (M, P, Q) of store indices for one factor, and the class pairs skipped for want of sounds."""
+    triplets, skipped = [], []
+    for context in sorted(set(within.tolist())):
+        subset = np.flatnonzero(within == context)
+        classes = sorted(set(values[subset].tolist()))
+        if settings.pairs.get(factor):
+            pairs = [(p, q) for p, q in settings.pairs[factor]]
+            unknown = sorted({c for pair in pairs for c in pair} - set(values.tolist()))
+            if unknown:
+                raise StoreError(f"{factor} has no class {', '.join(unknown)}; its classes: {', '.join(sorted(set(values.tolist())))}")
+        elif len(classes) < 2:
+            continue
+        else:
+            pairs = [tuple(rng.choice(classes, size=2, replace=False).tolist()) for _ in range(settings.repeats)]
+        for p_class, q_class in pairs:
+            is_p, is_q = values[subset] == p_class, values[subset] == q_class
+            counts = {"factor": factor, "within": within_name, "class": context, "p": p_class, "q": q_class}
+            if not is_p.any() or not is_q.any():
+                skipped.append({**counts, "m": 0, "P": int(is_p.sum()), "Q": int(is_q.sum()), "reason": "class missing"})
+                continue
+            codes = z[subset][:, block]
+            direction = codes[is_q].mean(0) - codes[is_p].mean(0)
+            if not np.linalg.norm(direction):
+                skipped.append({**counts, "m": 0, "P": 0, "Q": 0, "reason": "equal class means"})
+                continue
+            s = codes @ (direction / np.linalg.norm(direction))
+            centre = 0.5 * (s[is_p].mean() + s[is_q].mean()) if settings.valley_center == "midpoint" else s.mean()
+            m, p, q = _select(s, is_p, is_q, centre, settings)
+            n = min(len(m), len(p), len(q))
+            if not n:
+                skipped.append({**counts, "m": len(m), "P": len(p), "Q": len(q), "reason": "too few sounds"})
+                continue
+            m, p, q = (rng.permutation(positions)[:n] for positions in (m, p, q))
+            triplets += [{**counts, "m": int(sample[subset[a]]), "P": int(sample[subset[b]]), "Q": int(sample[subset[c]])}
+                         for a, b, c in zip(m, p, q)]
+    return triplets, skipped
+
+
+def manipulate(flow_export: str | Path, store: ActivationStore, settings: ManipulateSettings,
+               progress: bool = True) -> ManipulationResult:
+    """Run the experiment for every factor of `settings`."""
+    if settings.valley_center not in CENTRES:
+        raise ValueError(f"valley_center {settings.valley_center!r}; choose one of {', '.join(CENTRES)}")
+    tool = Manipulator(flow_export, store, settings.output, settings.batch_size)
+    factors, blocks = tool.task.factors, tool.task.blocks()
+    rng = np.random.default_rng(settings.seed)
+    sample = np.sort(rng.choice(len(store), size=min(settings.clips, len(store)), replace=False))
+    z = tool.codes(sample, progress)
+    result = ManipulationResult([], [], [])
+    for factor in settings.factors:
+        if factor not in factors:
+            raise StoreError(f"the flow has no factor {factor!r}; its factors: {', '.join(factors)}")
+        others = [f for f in factors if f != factor]
+        within_name = settings.within or (others[0] if len(others) == 1 else None)
+        if within_name is None or within_name == factor:
+            raise StoreError(f"choose the other factor whose classes hold each experiment (--within); the flow's "
+                             f"factors: {', '.join(factors)}")
+        triplets, skipped = find_triplets(z, sample, store.column(factor)[sample], store.column(within_name)[sample],
+                                          factor, within_name, blocks[factor], settings, rng)
+        result.skipped += skipped
+        if settings.max_triplets is not None and len(triplets) > settings.max_triplets:
+            keep = np.sort(rng.choice(len(triplets), size=settings.max_triplets, replace=False))
+            triplets = [triplets[i] for i in keep]
+        if not triplets:
+            raise StoreError(f"no triplets for {factor}: no class pair has atypical and typical sounds (widen "
+                             f"valley_width={settings.valley_width} or typical_radius={settings.typical_radius})")
+        _measure(tool, triplets, blocks[factor], progress)
+        result.triplets += triplets
+        result.tests += _tests(result.distances(factor), factor, settings.alpha)
+    return result
+
+
+def _measure(tool: Manipulator, triplets: list[dict[str, Any]], block: slice, progress: bool) -> None:
+    """Add the six output distances to each triplet."""
+    size = tool.batch_size
+    for start in tqdm(range(0, len(triplets), size), desc="manipulate", unit="batch", disable=not progress, leave=False):
+        rows = triplets[start:start + size]
+        m, p, q = (np.array([row[key] for row in rows]) for key in ("m", "P", "Q"))
+        out = {key: tool.outputs(tool.store.load(tool.layer, indices)) for key, indices in (("M", m), ("P", p), ("Q", q))}
+        out["M->P"], out["M->Q"] = tool.edited_outputs(m, p, block), tool.edited_outputs(m, q, block)
+        for key in DISTANCES:
+            reference, compared = key.split(",")
+            distance = np.linalg.norm(out[reference] - out[compared], axis=1)
+            for row, value in zip(rows, distance):
+                row[key] = float(value)
+
+
+def _tests(distances: dict[str, np.ndarray], factor: str, alpha: float) -> list[dict[str, Any]]:
+    """Paired t-tests of d(ref, M) against d(ref, M->X); t > 0 means the edit moved the outputs closer to ref."""
+    tests = []
+    for reference in ("P", "Q"):
+        for moved in ("P", "Q"):
+            before, after = distances[f"{reference},M"], distances[f"{reference},M->{moved}"]
+            t, p = stats.ttest_rel(before, after) if len(before) > 1 else (float("nan"), float("nan"))
+            tests.append({"factor": factor, "reference": reference, "moved_to": moved, "n": len(before),
+                          "df": len(before) - 1, "mean_before": float(before.mean()), "mean_after": float(after.mean()),
+                          "t": float(t), "p": float(p), "expected": "closer" if moved == reference else "farther"})
+    for row in tests:
+        row["p_bonferroni"] = min(1.0, row["p"] * len(tests)) if np.isfinite(row["p"]) else float("nan")
+        row["significant"] = bool(row["p_bonferroni"] < alpha)
+        row["confirmed"] = row["significant"] and (row["t"] > 0) == (row["expected"] == "closer")
+    return tests
+
+
+def manipulation_figure(result: ManipulationResult, output: str = "logits"):
+    """The paper's Fig. 2: mean distances (± standard error) per factor, with respect to P and to Q; the tests
+    marked * (significant after Bonferroni) or n.s. above the edited bars."""
+    import matplotlib.pyplot as plt
+
+    factors = list(dict.fromkeys(row["factor"] for row in result.triplets))
+    fig, axes = plt.subplots(1, len(factors), figsize=(5.2 * len(factors), 3.6), squeeze=False)
+    colours = {"M": "#9e9e9e", "M->P": "#1f77b4", "M->Q": "#d62728"}
+    names = {"M": "M (unedited)", "M->P": "M with P's code block", "M->Q": "M with Q's code block"}
+    for ax, factor in zip(axes[0], factors):
+        distances = result.distances(factor)
+        tests = {(t["reference"], t["moved_to"]): t for t in result.tests if t["factor"] == factor}
+        for group, reference in enumerate(("P", "Q")):
+            for offset, compared in enumerate(("M", "M->P", "M->Q")):
+                values = distances[f"{reference},{compared}"]
+                x = group * 4 + offset
+                error = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+                ax.bar(x, values.mean(), yerr=error, capsize=3, color=colours[compared],
+                       label=names[compared] if group == 0 else None)
+                if compared != "M":
+                    test = tests[(reference, compared[-1])]
+                    mark = "*" if test["significant"] else "n.s."
+                    ax.annotate(f"{mark}\nt={test['t']:.2f}", (x, values.mean() + error), ha="center", va="bottom",
+                                fontsize=7, xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks([1, 5], ["distance to P", "distance to Q"], fontsize=8)
+        ax.set_ylabel(f"Euclidean distance of {output}")
+        ax.set_title(f"moving the {factor} coordinate ({len(distances['P,M'])} triplets)", fontsize=9)
+        ax.margins(y=0.25)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def write_manipulation(result: ManipulationResult, out: Path, output: str = "logits") -> list[Path]:
+    """triplets.csv, tests.csv, skipped.csv and manipulation.png in `out`."""
+    from audiointerp.evaluation.plots import save_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rows, columns in (
+            ("triplets.csv", result.triplets, ["factor", "within", "class", "p", "q", "m", "P", "Q", *DISTANCES]),
+            ("tests.csv", result.tests, list(result.tests[0]) if result.tests else ["factor"]),
+            ("skipped.csv", result.skipped, ["factor", "within", "class", "p", "q", "m", "P", "Q", "reason"])):
+        with open(out / name, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        written.append(out / name)
+    written.append(save_figure(manipulation_figure(result, output), out / "manipulation.png"))
+    return written

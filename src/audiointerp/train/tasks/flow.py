@@ -1,0 +1,294 @@
+"""`flow`: the disentangling invertible flow of Esser et al. 2020 on one layer of an activation store (Dick et al.).
+
+The store's layer goes through an invertible scaler -> PCA -> scaler pipeline; the flow sees the first D
+components (the rest pass through unchanged, see `analysis/pca.py`). It is trained on pairs of clips that share
+one factor's value (e.g. the same material), drawn afresh every epoch, with the factor loss: its code splits into
+`[residual, factor 1, ...]` blocks of `factor_dims`, and the block of the shared factor is correlated by rho
+within a pair. Evaluation: NLL in bits per dimension, KNN accuracy of every factor from every block of the code
+(the factor's own block should decode it, the others should not), and the paper's Fig. 1 scatter of the factor
+coordinates coloured by each factor.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from omegaconf import MISSING
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from audiointerp.analysis.pca import InvertiblePCA
+from audiointerp.analysis.store import ActivationStore, StoreError
+from audiointerp.configs import closest
+from audiointerp.errors import ConfigError
+from audiointerp.evaluation.plots import factor_scatter
+from audiointerp.losses import FactorLoss, estimate_factor_dims
+from audiointerp.models.flow import Flow
+from audiointerp.train.tasks.base import EvalResult, Task, TaskConfig, TaskData
+from audiointerp.train.tasks.registry import register_task
+
+log = logging.getLogger("audiointerp")
+
+PCA_PREFIX = "pca."  # the PCA pipeline's arrays, saved with the run and its export
+INIT_SAMPLE = 2048  # training clips that initialise the ActNorm layers (the same on every process)
+
+
+@dataclass
+class FlowConfig(TaskConfig):
+    name: str = "flow"
+    layer: str = MISSING  # the store layer the flow reads (e.g. layer9, block3); `audiointerp analyze decode` finds the best
+    factors: list[str] = field(default_factory=lambda: ["material", "action"])  # clip-table columns, one code block each
+    factor_dims: list[int] = field(default_factory=lambda: [62, 1, 1])  # [residual, factor 1, ...]: sums to components
+    components: int = 64  # D: PCA components the flow sees; the rest pass through unchanged
+    rho: Optional[float] = 0.975  # correlation of the shared factor's block within a pair
+    sigma: Optional[float] = None  # alternatively sigma, with rho = sqrt(1 - sigma^2); overrides rho when set
+    pairs_per_epoch: Optional[int] = None  # pairs drawn per epoch (null: one per training clip)
+    pca_clips: int = 10000  # random training clips the PCA is fitted on
+    knn_neighbors: int = 10  # k of the KNN accuracy of each code block
+    knn_folds: int = 10  # cross-validation folds of that accuracy
+    scatter_points: int = 2000  # validation clips in the factor-coordinate scatter
+
+
+class FactorPairs(Dataset):
+    """Pairs (a, b) that share one factor's value: a runs over the clips, the shared factor is drawn uniformly,
+    and b uniformly among the other clips with a's value of it. Redrawn each epoch (`set_epoch`), reproducibly."""
+
+    def __init__(self, x: torch.Tensor, codes: np.ndarray, seed: int, length: Optional[int] = None) -> None:
+        self.x, self.codes, self.seed = x, np.asarray(codes), int(seed)
+        self.length = int(length or len(x))
+        self.epoch = 0
+        self.groups = [[np.flatnonzero(self.codes[:, f] == value) for value in range(self.codes[:, f].max() + 1)]
+                       for f in range(self.codes.shape[1])]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def pair(self, i: int) -> tuple[int, int, int]:
+        """(a, b, shared factor) of item i (factor 0-based)."""
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        a = i % len(self.x)
+        factor = int(rng.integers(self.codes.shape[1]))
+        members = self.groups[factor][self.codes[a, factor]]
+        if len(members) > 1:
+            members = members[members != a]
+        return a, int(members[rng.integers(len(members))]), factor
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        a, b, factor = self.pair(i)
+        return {"x_a": self.x[a], "x_b": self.x[b], "factor": torch.tensor(factor + 1), "index": torch.tensor(a)}
+
+
+def encode_codes(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Sorted distinct values and each clip's index among them."""
+    classes = sorted(set(values.tolist()))
+    lookup = {value: i for i, value in enumerate(classes)}
+    return classes, np.array([lookup[v] for v in values], dtype=np.int64)
+
+
+@register_task
+class FlowTask(Task):
+    """Train the disentangling flow on a store layer; encode and decode activations through PCA and flow."""
+
+    name = "flow"
+    family = "flow"
+    Config = FlowConfig
+
+    # --- building -------------------------------------------------------------------------------------
+    def _split(self, store: ActivationStore) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation clip indices: the configured folds, or a seeded 80/20 split without folds."""
+        folds = store.column("fold")
+        if not any(folds):
+            order = np.random.default_rng(int(self.cfg.train.seed)).permutation(len(store))
+            cut = len(order) // 5
+            log.info("the store's clips have no folds: validating on a random fifth (%d clips)", cut)
+            return np.sort(order[cut:]), np.sort(order[:cut])
+        train = np.flatnonzero(np.isin(folds, [str(f) for f in self.cfg.data.train_folds]))
+        valid = np.flatnonzero(np.isin(folds, [str(f) for f in self.cfg.data.valid_folds]))
+        for name, split in (("train_folds", train), ("valid_folds", valid)):
+            if not len(split):
+                raise ConfigError(f"data.{name} selects no clips of the store; its folds: {', '.join(sorted(set(folds)))}")
+        return train, valid
+
+    def build_data(self) -> TaskData:
+        cfg, task = self.cfg, self.cfg.task
+        store = ActivationStore(str(cfg.data.source))
+        layer = str(task.layer)
+        if layer not in store.layers:
+            raise ConfigError(f"task.layer={layer!r} is not in the store {store.folder}{closest(layer, store.layers)}; "
+                              f"its layers: {', '.join(store.layers)}")
+        factor_values, codes = {}, []
+        for factor in task.factors:
+            factor_values[factor], code = encode_codes(store.column(str(factor)))
+            if len(factor_values[factor]) < 2:
+                raise StoreError(f"factor {factor!r} has a single value in the store: nothing to disentangle")
+            codes.append(code)
+        codes = np.stack(codes, 1)
+        train, valid = self._split(store)
+        seed = int(cfg.train.seed)
+        rng = np.random.default_rng(seed)
+        fit = np.sort(rng.choice(train, size=min(int(task.pca_clips), len(train)), replace=False))
+        log.info("fitting the PCA pipeline on %d clips of %s (%d values each)", len(fit), layer,
+                 int(np.prod(store.shape(layer))))
+        pca = InvertiblePCA(int(task.components), seed=seed).fit(store.load(layer, fit).reshape(len(fit), -1))
+        components = self._components(store, layer, pca)
+        x_train, x_valid = torch.from_numpy(components[train]), torch.from_numpy(components[valid])
+        self.init_sample = x_train[torch.from_numpy(rng.permutation(len(train))[:INIT_SAMPLE])]
+        train_pairs = FactorPairs(x_train, codes[train], seed, task.pairs_per_epoch)
+        valid_pairs = FactorPairs(x_valid, codes[valid], seed + 1)
+        pairs = [train_pairs.pair(i) for i in range(min(len(train_pairs), 4096))]
+        a, b, shared = (torch.tensor(column) for column in zip(*pairs))
+        estimate = estimate_factor_dims(x_train[a], x_train[b], shared + 1, len(task.factors))
+        log.info("estimated factor dimensions [residual, %s]: %s (configured: %s)", ", ".join(task.factors), estimate,
+                 list(task.factor_dims))
+        metadata = {
+            "store": str(store.folder.resolve()), "layer": layer, "layer_shape": list(store.shape(layer)),
+            "store_model": store.meta.get("model"), "store_model_hash": store.meta.get("model_hash"),
+            "factors": list(task.factors), "factor_values": factor_values, "components": int(task.components),
+            "estimated_factor_dims": estimate, "train_clips": len(train), "valid_clips": len(valid),
+            "valid_indices": valid.tolist(),
+        }
+        arrays = {PCA_PREFIX + key: torch.from_numpy(value) for key, value in pca.state().items()}
+        return TaskData(train_pairs, valid_pairs, metadata, arrays)
+
+    def _components(self, store: ActivationStore, layer: str, pca: InvertiblePCA, chunk: int = 2048) -> np.ndarray:
+        """The first D standardised components of every clip, read chunk by chunk (memory stays bounded)."""
+        out = np.empty((len(store), pca.num_components), dtype=np.float32)
+        for start in tqdm(range(0, len(store), chunk), desc="PCA components", unit="chunk",
+                          disable=not bool(self.cfg.train.progress), leave=False):
+            indices = np.arange(start, min(start + chunk, len(store)))
+            out[indices] = pca.transform(store.load(layer, indices).reshape(len(indices), -1))[0]
+        return out
+
+    def build_models(self, metadata: dict[str, Any], arrays: Optional[dict[str, torch.Tensor]] = None) -> None:
+        cfg, task = self.cfg, self.cfg.task
+        if str(cfg.model.name) != "flow":
+            raise ConfigError(f"task flow trains model.name=flow (its params are the Flow's), not {cfg.model.name!r}")
+        params = dict(cfg.model.params)
+        valid = [name for name in inspect.signature(Flow).parameters if name != "dim"]
+        for key in params:
+            if key not in valid:
+                raise ConfigError(f"model.params.{key}: the flow has no such parameter{closest(key, valid)}; "
+                                  f"its parameters: {', '.join(valid)}")
+        dims = [int(d) for d in task.factor_dims]
+        if len(dims) != len(task.factors) + 1 or sum(dims) != int(task.components):
+            raise ConfigError(f"task.factor_dims={dims} must be [residual, one size per factor of {list(task.factors)}] "
+                              f"summing to task.components={task.components}")
+        self.factors = list(metadata["factors"])
+        self.factor_values: dict[str, list[str]] = metadata["factor_values"]
+        self.layer = str(metadata["layer"])
+        self.layer_shape = tuple(metadata["layer_shape"])
+        self.pca = InvertiblePCA.from_state({key[len(PCA_PREFIX):]: value.numpy() for key, value in (arrays or {}).items()
+                                             if key.startswith(PCA_PREFIX)})
+        self.flow = Flow(int(task.components), **params)
+        self.loss_fn = FactorLoss(dims, rho=task.rho, sigma=task.sigma)
+        sample = getattr(self, "init_sample", None)
+        if sample is not None:  # data-initialise the ActNorms on the same clips in every process
+            with torch.no_grad():
+                self.flow.train()(sample)
+
+    def metric_names(self) -> list[str]:
+        blocks = ["residual", *self.cfg.task.factors]
+        knn = [f"knn_{factor}@{block}" for factor in self.cfg.task.factors for block in blocks]
+        return ["loss", "nll_a", "nll_b", "bits_per_dim", "examples", *knn,
+                *(f"chance_{factor}" for factor in self.cfg.task.factors)]
+
+    def tags(self) -> list[str]:
+        return [self.family, "flow", Path(str(self.cfg.data.source)).name, str(self.cfg.task.layer)]
+
+    # --- the maps -------------------------------------------------------------------------------------
+    def blocks(self) -> dict[str, slice]:
+        """The code's blocks by name: `residual` and each factor."""
+        bounds = np.cumsum([0, *self.loss_fn.factor_dims])
+        return {name: slice(int(bounds[i]), int(bounds[i + 1])) for i, name in enumerate(["residual", *self.factors])}
+
+    @torch.no_grad()
+    def encode(self, activations: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Layer activations [N, ...] -> (flow codes [N, D], the PCA remainder that passes through)."""
+        components, remainder = self.pca.transform(np.asarray(activations).reshape(len(activations), -1))
+        z, _ = self.flow(torch.as_tensor(components, dtype=torch.float32))
+        return z, remainder
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, remainder: np.ndarray) -> np.ndarray:
+        """Codes and remainder back to layer activations [N, *layer_shape] (the exact inverse of `encode`)."""
+        components = self.flow.inverse(z.float()).double().numpy()
+        return self.pca.inverse(components, remainder).reshape(len(z), *self.layer_shape)
+
+    # --- training and evaluation ----------------------------------------------------------------------
+    def _pair_nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z, logdet = self.flow(torch.cat([batch["x_a"], batch["x_b"]]))
+        (z_a, z_b), (logdet_a, logdet_b) = z.chunk(2), logdet.chunk(2)
+        nll_a, nll_b = self.loss_fn.pair_nll(z_a, logdet_a, z_b, logdet_b, batch["factor"])
+        return z_a, nll_a, nll_b
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        z_a, nll_a, nll_b = self._pair_nll(batch)
+        loss = (nll_a + nll_b).mean()
+        return loss, {"loss": loss.detach(), "nll_a": nll_a.mean().detach(), "nll_b": nll_b.mean().detach(),
+                      "bits_per_dim": self.loss_fn.bits_per_dim(nll_a.mean()).detach()}
+
+    @torch.no_grad()
+    def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        z_a, nll_a, nll_b = self._pair_nll(batch)
+        return {"z": z_a.float(), "nll_a": nll_a.float(), "nll_b": nll_b.float(), "index": batch["index"]}
+
+    def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
+        order = outputs["index"].argsort()
+        z = outputs["z"][order].numpy()
+        codes = dataset.codes[outputs["index"][order].numpy()]
+        nll_a, nll_b = outputs["nll_a"], outputs["nll_b"]
+        metrics = {"loss": float((nll_a + nll_b).mean()), "nll_a": float(nll_a.mean()), "nll_b": float(nll_b.mean()),
+                   "bits_per_dim": float(self.loss_fn.bits_per_dim(nll_a.mean())), "examples": float(len(z))}
+        metrics.update(self.block_accuracies(z, codes))
+        figures = {"factor_coordinates": self.scatter(z, codes)}
+        return EvalResult(metrics, figures)
+
+    def block_accuracies(self, z: np.ndarray, codes: np.ndarray) -> dict[str, float]:
+        """KNN accuracy (cross-validated) of every factor from every block of the code, and chance (majority)."""
+        task = self.cfg.task
+        out = {}
+        for f, factor in enumerate(self.factors):
+            labels = codes[:, f]
+            out[f"chance_{factor}"] = float(np.bincount(labels).max() / len(labels))
+            folds = min(int(task.knn_folds), int(np.bincount(labels)[np.bincount(labels) > 0].min()))
+            if folds < 2:
+                continue  # too few clips of some value to cross-validate
+            split = StratifiedKFold(folds, shuffle=True, random_state=int(self.cfg.train.seed))
+            neighbours = min(int(task.knn_neighbors), len(labels) - len(labels) // folds - 1)
+            for block, columns in self.blocks().items():
+                scores = cross_val_score(KNeighborsClassifier(neighbours), z[:, columns], labels, cv=split)
+                out[f"knn_{factor}@{block}"] = float(scores.mean())
+        return out
+
+    def scatter(self, z: np.ndarray, codes: np.ndarray) -> Any:
+        """The paper's Fig. 1: the first two factors' first coordinates, coloured by each factor."""
+        blocks = self.blocks()
+        shown = np.random.default_rng(0).permutation(len(z))[: int(self.cfg.task.scatter_points)]
+        shown_blocks = self.factors[:2] if len(self.factors) > 1 else ["residual", *self.factors]
+        axes = [(f"{block} coordinate", z[shown, blocks[block].start]) for block in shown_blocks]
+        colourings = [(factor, [self.factor_values[factor][c] for c in codes[shown, f]])
+                      for f, factor in enumerate(self.factors)]
+        return factor_scatter(axes, colourings, title=f"flow code of {self.layer} (validation clips)")
+
+    # --- export ---------------------------------------------------------------------------------------
+    def export_module(self) -> nn.Module:
+        return self.flow
+
+    def write_export_files(self, out_dir: Path, metadata: dict[str, Any]) -> list[Path]:
+        path = out_dir / "factors.txt"
+        path.write_text("".join(f"{factor}: {', '.join(values)}\n" for factor, values in metadata["factor_values"].items()),
+                        encoding="utf-8")
+        return [path]
+
