@@ -139,3 +139,12 @@ def write_store(folder: Path, layers: dict, columns: dict, chunk_size: int = 100
         shard.write_chunk(chunk, rows, {name: np.asarray(values)[rows] for name, values in layers.items()})
     shard.close()
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_cnn_store(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Layers block2 and block3 of a seeded random small CNN over the tiny built-in set (120 clips)."""
+    from audiointerp.analysis import ExtractSettings, extract
+
+    settings = ExtractSettings(model="small_cnn", data=str(tiny_data), layers=["block2", "block3"], chunk_size=64, seed=3)
+    return extract(settings, tmp_path_factory.mktemp("cnn") / "store", progress=False)

@@ -84,7 +84,7 @@ class Manipulator:
         self.store, self.layer, self.output, self.batch_size = store, self.task.layer, output, batch_size
         if self.layer not in store.layers:
             raise StoreError(f"the flow reads layer {self.layer!r}, which the store {store.folder} does not hold")
-        if metadata.get("store_model_hash") != store.meta.get("model_hash") or list(store.shape(self.layer)) != list(self.task.layer_shape):
+        if metadata.get("store_identity") != store.model_identity() or list(store.shape(self.layer)) != list(self.task.layer_shape):
             raise StoreError(f"the flow {flow_export} was trained on activations of another model or layer shape "
                              f"({metadata.get('store_model')}) than the store {store.folder} ({store.meta.get('model')})")
         self.network = store_pipeline(store.meta).network

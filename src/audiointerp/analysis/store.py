@@ -138,6 +138,14 @@ class ActivationStore:
                 return tuple(handle[f"layers/{layer}"].shape[1:])
         raise StoreError(f"{self.folder}: no shard holds layer {layer!r}")
 
+    def model_identity(self) -> dict[str, Any]:
+        """What identifies the network the store came from: its weights' sha256, or (a seeded random zoo model)
+        its name, seed and class count."""
+        meta = self.meta
+        if meta.get("model_hash"):
+            return {"model_hash": meta["model_hash"]}
+        return {"model": meta.get("model"), "seed": meta.get("seed"), "num_classes": meta.get("num_classes")}
+
     def patch_shape(self, layer: str) -> tuple[int, ...]:
         """The layer's activation shape for one patch, as the network produces it (before pooling/flattening)."""
         self._check_layer(layer)

@@ -154,7 +154,7 @@ class FlowTask(Task):
                  list(task.factor_dims))
         metadata = {
             "store": str(store.folder.resolve()), "layer": layer, "layer_shape": list(store.shape(layer)),
-            "store_model": store.meta.get("model"), "store_model_hash": store.meta.get("model_hash"),
+            "store_model": store.meta.get("model"), "store_identity": store.model_identity(),
             "factors": list(task.factors), "factor_values": factor_values, "components": int(task.components),
             "estimated_factor_dims": estimate, "train_clips": len(train), "valid_clips": len(valid),
             "valid_indices": valid.tolist(),

@@ -1,0 +1,100 @@
+"""The `flow` task: trained by the shared trainer on a store layer, exported with its PCA pipeline, invertible."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiointerp.analysis import ActivationStore
+from audiointerp.configs import load_config
+from audiointerp.errors import ConfigError
+from audiointerp.train.export import export_run, load_export_task
+from audiointerp.train.tasks.flow import FactorPairs
+from audiointerp.train.trainer import Trainer
+from tests.conftest import write_store
+
+FLOW_TINY = [
+    "task.components=8",
+    "task.factor_dims=[6,1,1]",
+    "task.knn_folds=3",
+    "task.knn_neighbors=3",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "train.epochs=2",
+    "train.progress=false",
+    "tracking.backend=none",
+    "model.params.blocks=1",
+    "model.params.householder=2",
+]
+
+
+def flow_config(store: Path, out: Path, *overrides: str):
+    return load_config("flow", [*FLOW_TINY, f"data.source={store}", "task.layer=block3", f"output_dir={out}", *overrides])
+
+
+def test_flow_trains_on_a_store_layer_and_its_export_inverts_the_whole_pipeline(small_cnn_store: Path, tmp_path: Path) -> None:
+    result = Trainer(flow_config(small_cnn_store, tmp_path / "runs")).fit()
+    for key in ("valid/loss", "valid/bits_per_dim", "valid/knn_material@material", "valid/knn_action@residual",
+                "valid/chance_material"):
+        assert np.isfinite(result.metrics[key]), key
+    assert (result.run_dir / "figures" / "factor_coordinates.png").is_file()
+    export = export_run(result.run_dir)
+    assert (export / "arrays.safetensors").is_file() and "material:" in (export / "factors.txt").read_text()
+    task, metadata = load_export_task(export)
+    assert sum(metadata["estimated_factor_dims"]) == 8 and metadata["layer"] == "block3"
+    store = ActivationStore(small_cnn_store)
+    x = store.load("block3", np.arange(0, 120, 7))
+    z, remainder = task.encode(x)
+    assert z.shape == (len(x), 8) and remainder.shape == (len(x), x[0].size)
+    back = task.decode(z, remainder)
+    assert back.shape == x.shape
+    assert np.linalg.norm(back - x) / np.linalg.norm(x) < 1e-4  # store -> PCA -> flow -> inverse -> store
+    assert all(bool(layer.initialised) for layer in task.flow.layers if hasattr(layer, "initialised"))
+
+
+def test_flow_puts_each_factor_in_its_own_block(tmp_path: Path) -> None:
+    """On activations where material and action add their own prototypes, each factor's block decodes its factor
+    far above chance and the other factor's block does not."""
+    rng = np.random.default_rng(0)
+    clips = 600
+    material, action = rng.integers(0, 3, clips), rng.integers(0, 3, clips)
+    x = rng.normal(size=(clips, 20)) + 3.0 * rng.normal(size=(3, 20))[material] + 3.0 * rng.normal(size=(3, 20))[action]
+    store = write_store(tmp_path / "store", {"hidden": x}, {
+        "label": [f"{m}_{a}" for m, a in zip(material, action)], "fold": [str(1 + i % 5) for i in range(clips)],
+        "material": [f"m{m}" for m in material], "action": [f"a{a}" for a in action]})
+    torch.manual_seed(0)
+    cfg = load_config("flow", [*FLOW_TINY, f"data.source={store}", "task.layer=hidden", f"output_dir={tmp_path / 'runs'}",
+                               "train.epochs=40", "train.eval_every_epochs=40", "data.batch_size=64", "optim.lr=0.003",
+                               "model.params.blocks=2", "model.params.hidden=32"])
+    metrics = Trainer(cfg).fit().metrics
+    assert metrics["valid/knn_material@material"] > 0.8 and metrics["valid/knn_action@action"] > 0.8  # chance 1/3
+    assert metrics["valid/knn_material@action"] < 0.6 and metrics["valid/knn_action@material"] < 0.6
+
+
+def test_pairs_share_the_drawn_factor_and_are_redrawn_each_epoch() -> None:
+    codes = np.stack([np.arange(60) % 3, np.arange(60) // 20], 1)
+    pairs = FactorPairs(torch.arange(60.0)[:, None], codes, seed=1, length=200)
+    first = [pairs.pair(i) for i in range(len(pairs))]
+    for a, b, factor in first:
+        assert a != b and codes[a, factor] == codes[b, factor]
+    assert {factor for _, _, factor in first} == {0, 1}
+    assert first == [pairs.pair(i) for i in range(len(pairs))]  # reproducible
+    pairs.set_epoch(1)
+    assert first != [pairs.pair(i) for i in range(len(pairs))]
+    item = pairs[5]
+    assert item["factor"] in (1, 2) and item["x_a"].item() == 5.0  # factors 1-based, as the loss's blocks
+
+
+@pytest.mark.parametrize("override,message", [
+    ("task.layer=blok3", "did you mean 'block3'"),
+    ("task.factor_dims=[5,1,1]", "summing to task.components=8"),
+    ("model.params.hiden=3", "did you mean 'hidden'"),
+    ("task.factors=[material,size]", "no column 'size'"),
+])
+def test_bad_flow_configs_name_the_cause(small_cnn_store: Path, tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(Exception, match=message) as info:
+        Trainer(flow_config(small_cnn_store, tmp_path / "runs", override)).fit()
+    assert isinstance(info.value, (ConfigError, ValueError)) or "StoreError" in type(info.value).__name__
