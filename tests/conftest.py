@@ -114,33 +114,6 @@ def us8k_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-# --- activation stores written directly, with a known structure ---------------------------------------------------
-def write_store(folder: Path, layers: dict, columns: dict, chunk_size: int = 100, meta: dict | None = None) -> Path:
-    """A store of the given activations ({layer: [N, ...]}) and clip columns ({name: [N] values}), in chunks."""
-    import csv
-    import json
-
-    import numpy as np
-
-    from audiointerp.analysis.store import CLIPS_FILE, STORE_FILE, ShardWriter, shard_path
-
-    clips = len(next(iter(layers.values())))
-    folder.mkdir(parents=True)
-    record = {"layers": list(layers), "num_clips": clips, "chunk_size": chunk_size,
-              "layer_shapes": {name: list(np.shape(values)[1:]) for name, values in layers.items()}, **(meta or {})}
-    (folder / STORE_FILE).write_text(json.dumps(record))
-    with open(folder / CLIPS_FILE, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "path", *columns])
-        writer.writerows([i, f"{i}.wav", *(values[i] for values in columns.values())] for i in range(clips))
-    shard = ShardWriter(shard_path(folder, 0, 1), list(layers), "float32")
-    for chunk, start in enumerate(range(0, clips, chunk_size)):
-        rows = np.arange(start, min(start + chunk_size, clips))
-        shard.write_chunk(chunk, rows, {name: np.asarray(values)[rows] for name, values in layers.items()})
-    shard.close()
-    return folder
-
-
 @pytest.fixture(scope="session")
 def small_cnn_store(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Layers block2 and block3 of a seeded random small CNN over the tiny built-in set (120 clips)."""

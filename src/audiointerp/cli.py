@@ -68,8 +68,7 @@ def _analyze_decode(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from audiointerp.analysis import ActivationStore
-    from audiointerp.analysis.decode import DecodeSettings, decode, decoding_figure, write_decoding
-    from audiointerp.analysis.tracking import analysis_tracking
+    from audiointerp.analysis.decode import DecodeSettings, decode, track_decoding, write_decoding
 
     store = ActivationStore(args.store)
     settings = DecodeSettings(factors=args.factor, layers=args.layers.split(",") if args.layers else None,
@@ -79,11 +78,7 @@ def _analyze_decode(args: argparse.Namespace) -> int:
     layers = list(settings.layers or store.layers)
     out = Path(args.out or Path(args.store) / "decoding")
     write_decoding(result, layers, out)
-    tracking = analysis_tracking(out, f"decode-{Path(args.store).name}", asdict(settings), args.tracking)
-    for step, layer in enumerate(layers):
-        tracking.log({f"decode/{f}": float(result.scores[f][layer].mean()) for f in settings.factors}, step, float(step))
-    tracking.log_figures({"decoding": decoding_figure(result, layers)}, len(layers), "decode")
-    tracking.finish()
+    track_decoding(result, layers, out, f"decode-{Path(args.store).name}", asdict(settings), args.tracking)
     for factor in settings.factors:
         means = ", ".join(f"{layer} {result.scores[factor][layer].mean():.3f}" for layer in layers)
         print(f"{factor}: best {result.best[factor]}; {means}")
@@ -98,8 +93,7 @@ def _analyze_manipulate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from audiointerp.analysis import ActivationStore
-    from audiointerp.analysis.manipulate import ManipulateSettings, manipulate, manipulation_figure, write_manipulation
-    from audiointerp.analysis.tracking import analysis_tracking
+    from audiointerp.analysis.manipulate import ManipulateSettings, manipulate, track_manipulation, write_manipulation
 
     pairs: dict[str, list[tuple[str, str]]] = {}
     for item in args.pair or []:
@@ -115,10 +109,7 @@ def _analyze_manipulate(args: argparse.Namespace) -> int:
     result = manipulate(args.flow_export, ActivationStore(args.store), settings, progress=not args.quiet)
     out = Path(args.out or Path(args.flow_export) / "manipulation")
     write_manipulation(result, out, settings.output)
-    tracking = analysis_tracking(out, f"manipulate-{Path(args.store).name}", asdict(settings), args.tracking)
-    tracking.log({f"manipulate/{t['factor']}/t_{t['reference']}_M_to_{t['moved_to']}": t["t"] for t in result.tests}, 0, 0.0)
-    tracking.log_figures({"manipulation": manipulation_figure(result, settings.output)}, 0, "manipulate")
-    tracking.finish()
+    track_manipulation(result, out, f"manipulate-{Path(args.store).name}", asdict(settings), settings.output, args.tracking)
     for row in result.tests:
         print(f"{row['factor']}: d({row['reference']},M) {row['mean_before']:.3f} -> d({row['reference']},M->{row['moved_to']}) "
               f"{row['mean_after']:.3f}: t({row['df']}) = {row['t']:.2f}, Bonferroni p = {row['p_bonferroni']:.3g}"

@@ -6,7 +6,10 @@
 4. semantic labels: semDNN against catDNN on the descriptions' words;
 5. classifier-gradient autoencoder fine-tuning: a narrow EfficientAT mn trained on the same data, then a narrow
    autoencoder (random start) fine-tuned through it, with accuracy on reconstructions before and after;
-6. write `report.md` and a self-contained `report.html`, and print where everything is.
+6. latent factors (Dick et al.): the classifier's layers over a larger set in an activation store, per-layer KNN
+   decoding of material and action, the disentangling flow on the best layer, and the manipulation of its
+   material and action blocks, measured on the classifier's logits;
+7. write `report.md` and a self-contained `report.html`, and print where everything is.
 """
 
 from __future__ import annotations
@@ -89,6 +92,19 @@ AE_OVERRIDES = (
 )
 AE_STEPS = 1000
 
+# The latent stage (Dick et al.): the classifier's layers over a larger set synthesized from another seed, decoded
+# per layer; a flow on the best layer; its material and action blocks moved and the classifier continued.
+LATENT_SEED, LATENT_CLIPS_PER_CLASS = 2, 200
+LATENT_DECODE_INSTANCES = 1500  # clips decoded per layer (the paper: 3,000; half keeps the stage short)
+FLOW_OVERRIDES = (
+    "experiment=quickstart-flow",
+    "task.factor_dims=[48,8,8]",  # 8 dimensions per factor: the paper's [62,1,1] holds too little of them here
+    "data.batch_size=512",
+    "train.epochs=100",
+    "train.eval_every_epochs=10",
+    "tracking.group=quickstart-latent",
+)
+
 
 def glove_installed() -> bool:
     """Whether the optional GloVe 6B vectors (audiointerp[glove]) are importable."""
@@ -164,22 +180,58 @@ def autoencoder_stage(out: Path, manifest: Path, tracking: str, mn_epochs: int, 
     return stage
 
 
+def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_class: int) -> dict[str, Any]:
+    """Extract every layer of the classifier over a fresh synthetic set, decode material and action per layer,
+    train the flow on the best layer (the network's output layer excluded: nothing follows it), and move each
+    factor's block; returns the store, the results and the flow run."""
+    from dataclasses import asdict
+
+    from audiointerp.analysis import ActivationStore, ExtractSettings, extract
+    from audiointerp.analysis.decode import DecodeSettings, decode, track_decoding, write_decoding
+    from audiointerp.analysis.manipulate import ManipulateSettings, manipulate, track_manipulation, write_manipulation
+    from audiointerp.train.export import load_export
+
+    manifest = _dataset(out / "data-analysis", clips_per_class, LATENT_SEED)
+    layers = load_export(classifier_export).network.layer_names()
+    store = ActivationStore(extract(ExtractSettings(model=str(classifier_export), data=str(manifest), layers=layers,
+                                                    dtype="float16"), out / "store"))
+    folder = out / "latent"
+    decode_settings = DecodeSettings(factors=["material", "action"], instances=LATENT_DECODE_INSTANCES)
+    decoding = decode(store, decode_settings)
+    write_decoding(decoding, layers, folder / "decoding")
+    track_decoding(decoding, layers, folder / "decoding", "quickstart-decode", asdict(decode_settings), tracking)
+    mean = {layer: np.mean([decoding.scores[f][layer].mean() for f in decode_settings.factors]) for layer in layers[:-1]}
+    best = max(mean, key=mean.get)
+    cfg = load_config("flow", [*FLOW_OVERRIDES, f"data.source={store.folder}", f"task.layer={best}",
+                               f"output_dir={out / 'runs'}", f"tracking.backend={tracking}"])
+    flow = Trainer(cfg).fit()
+    flow_export = export_run(flow.run_dir)
+    settings = ManipulateSettings(factors=["material", "action"])
+    manipulation = manipulate(flow_export, store, settings)
+    write_manipulation(manipulation, folder / "manipulation")
+    track_manipulation(manipulation, folder / "manipulation", "quickstart-manipulate", asdict(settings), backend=tracking)
+    return {"store": store, "decoding": decoding, "layers": layers, "best": best, "flow_cfg": cfg, "flow_run": flow.run_dir,
+            "flow_metrics": json.loads((flow_export / "metrics.json").read_text()), "manipulation": manipulation,
+            "folder": folder}
+
+
 def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str] = (), tracking: str = "wandb",
-                   clips_per_class: int = 40, mn_epochs: int = MN_EPOCHS, ae_steps: int = AE_STEPS) -> Path:
+                   clips_per_class: int = 40, mn_epochs: int = MN_EPOCHS, ae_steps: int = AE_STEPS,
+                   latent_clips_per_class: int = LATENT_CLIPS_PER_CLASS) -> Path:
     """Run every stage; returns the path of report.html. `overrides` apply to the first classifier stage;
-    `mn_epochs` and `ae_steps` size the autoencoder stage."""
+    `mn_epochs` and `ae_steps` size the autoencoder stage, `latent_clips_per_class` the latent stage's data."""
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    print("[1/6] synthesizing the built-in impact-sound set", flush=True)
+    print("[1/7] synthesizing the built-in impact-sound set", flush=True)
     t0 = time.time()
     manifest = _dataset(out / "data", clips_per_class, DATA_SEED)
     test_manifest = _dataset(out / "data-test", max(4, clips_per_class // 4), TEST_SEED)
     timings["synthesize"] = time.time() - t0
 
-    print("[2/6] training the classifier task", flush=True)
+    print("[2/7] training the classifier task", flush=True)
     t0 = time.time()
     cfg = load_config("classifier", [*CLASSIFIER_OVERRIDES, f"data.source={manifest}", f"output_dir={out / 'runs'}",
                                      f"tracking.backend={tracking}", *overrides])
@@ -187,13 +239,13 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     run_dir = result.run_dir
     timings["train"] = time.time() - t0
 
-    print("[3/6] evaluating and exporting", flush=True)
+    print("[3/7] evaluating and exporting", flush=True)
     t0 = time.time()
     export_dir = export_run(run_dir)
     held_out = evaluate(export_dir, data=str(test_manifest), out_dir=run_dir / "eval" / "held-out")
     timings["evaluate + export"] = time.time() - t0
 
-    print("[4/6] semantic labels: semDNN against catDNN", flush=True)
+    print("[4/7] semantic labels: semDNN against catDNN", flush=True)
     t0 = time.time()
     vectors = "glove-6b-50d" if glove_installed() else "word2vec"
     semantic_runs = {}
@@ -206,15 +258,20 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     comparison = compare(list(semantic_runs.values()), [None, str(test_manifest)], comparison_dir, progress=False)
     timings["semantic (train semDNN + catDNN, compare)"] = time.time() - t0
 
-    print("[5/6] classifier-gradient autoencoder fine-tuning through a narrow EfficientAT mn", flush=True)
+    print("[5/7] classifier-gradient autoencoder fine-tuning through a narrow EfficientAT mn", flush=True)
     t0 = time.time()
     ae_stage = autoencoder_stage(out, manifest, tracking, mn_epochs, ae_steps)
     timings["autoencoder (train mn, fine-tune the autoencoder through it)"] = time.time() - t0
 
-    print("[6/6] writing the report", flush=True)
+    print("[6/7] latent factors: extract the classifier's layers, decode, train the flow, manipulate", flush=True)
+    t0 = time.time()
+    latent = latent_stage(out, export_dir, tracking, latent_clips_per_class)
+    timings["latent (extract, decode, flow, manipulate)"] = time.time() - t0
+
+    print("[7/7] writing the report", flush=True)
     best = json.loads((export_dir / "metrics.json").read_text())  # the exported (best) checkpoint's validation
     report = _write_report(out, run_dir, manifest, cfg, best, held_out.metrics, timings, time.time() - started,
-                           comparison, comparison_dir, vectors, ae_stage)
+                           comparison, comparison_dir, vectors, ae_stage, latent)
     print(f"""
 Done in {time.time() - started:.0f} s.
   report      {report.resolve()}
@@ -229,7 +286,7 @@ Done in {time.time() - started:.0f} s.
 
 def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str, float], held_out: dict[str, float],
                   timings: dict[str, float], total_seconds: float, comparison: list[dict[str, object]],
-                  comparison_dir: Path, vectors: str, ae_stage: dict[str, Any]) -> Path:
+                  comparison_dir: Path, vectors: str, ae_stage: dict[str, Any], latent: dict[str, Any]) -> Path:
     report = Report(out, "audiointerp quickstart",
                     "The built-in synthetic impact sounds (6 materials x 4 actions), a small log-mel CNN trained on "
                     "them with the one Accelerate trainer, evaluated on the validation fold and on a held-out set "
@@ -271,6 +328,7 @@ def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str
             semantic.figures.append((comparison_dir / figure, caption))
 
     _autoencoder_section(report, out, ae_stage)
+    _latent_section(report, latent)
 
     export = report.section("Export", f"{run_dir / 'export'}: model.safetensors, config.yaml, labels.txt, "
                             "metrics.json and manifest.json (sha256 of every file). Load it with "
@@ -308,3 +366,44 @@ def _autoencoder_section(report: Report, out: Path, stage: dict[str, Any]) -> No
                                  (stage["mn_run"], "learning_curves.png", "Narrow mn classifier training curves")):
         if (run / "figures" / figure).is_file():
             section.figures.append((run / "figures" / figure, caption))
+
+
+def _latent_section(report: Report, stage: dict[str, Any]) -> None:
+    store, decoding, best = stage["store"], stage["decoding"], stage["best"]
+    cfg, metrics, manipulation, folder = stage["flow_cfg"], stage["flow_metrics"], stage["manipulation"], stage["folder"]
+    section = report.section(
+        "Latent factors: per-layer decoding, the flow disentangler, latent manipulation",
+        f"The exported classifier's layers over {len(store)} further clips (synthesized with seed {LATENT_SEED}), "
+        f"stored in {store.folder} (float16). Per layer, {LATENT_DECODE_INSTANCES} clips: scaler, PCA(64), scaler, KNN (k 10), 10-fold "
+        "cross-validation (Dick et al.). Best layers: "
+        + ", ".join(f"{f} {decoding.best[f]} ({decoding.scores[f][decoding.best[f]].mean():.3f})" for f in decoding.best)
+        + f"; {decoding.seconds_per_layer:.1f} s per layer.\n\n"
+        f"The flow (Esser et al. 2020; LatentAudio's {cfg.model.params.blocks} stages of {cfg.model.params.coupling} "
+        f"couplings and {cfg.model.params.householder} Householder reflections) was trained on {best}, the best layer "
+        f"before the output, through a PCA pipeline whose first {cfg.task.components} components it sees, with code "
+        f"blocks [residual, material, action] = {list(cfg.task.factor_dims)}, rho {cfg.task.rho}, "
+        f"{cfg.train.epochs} epochs of pairs sharing one factor (Adam lr {cfg.optim.lr}). Each factor's block "
+        "should decode its factor and not the other (KNN on validation clips, below; chance is the majority class).")
+    section.figures.append((folder / "decoding" / "decoding.png", "KNN accuracy per layer (mean and SD over folds)"))
+    section.tables.append((["test", "t", "df", "p (Bonferroni)"],
+                           [[f"{t['factor']}: {t['layer_b']} vs {t['layer_a']}", t["t"], t["df"], t["p_bonferroni"]]
+                            for t in decoding.tests]))
+    blocks = ["residual", "material", "action"]
+    section.tables.append((["decoded factor", *(f"{b} block" for b in blocks), "chance"],
+                           [[f, *(metrics.get(f"valid/knn_{f}@{b}", float("nan")) for b in blocks),
+                             metrics.get(f"valid/chance_{f}", float("nan"))] for f in ("material", "action")]))
+    section.figures.append((stage["flow_run"] / "figures" / "factor_coordinates.png",
+                            "The flow's material and action coordinates (first dimension of each block), validation "
+                            "clips (cf. the paper's Fig. 1)"))
+    section.figures.append((stage["flow_run"] / "figures" / "learning_curves.png", "Flow training curves"))
+    closer = [t for t in manipulation.tests if t["reference"] == t["moved_to"] == "P"]
+    section.bullets += [f"moving {t['factor']}: d(P, M) {t['mean_before']:.2f} -> d(P, M->P) {t['mean_after']:.2f}, "
+                        f"t({t['df']}) = {t['t']:.2f}, Bonferroni p = {t['p_bonferroni']:.2g}"
+                        f"{' (closer to P, as expected)' if t['confirmed'] else ' (not confirmed)'}" for t in closer]
+    section.figures.append((folder / "manipulation" / "manipulation.png",
+                            "Euclidean distance of the classifier's logits after moving atypical sounds M's block to a "
+                            "typical P's or Q's value (mean and standard error; cf. the paper's Fig. 2)"))
+    section.tables.append((["factor", "reference", "M moved to", "n", "d before", "d after", "t", "p (Bonferroni)",
+                            "as expected"],
+                           [[t["factor"], t["reference"], t["moved_to"], t["n"], t["mean_before"], t["mean_after"],
+                             t["t"], t["p_bonferroni"], t["confirmed"]] for t in manipulation.tests]))

@@ -137,3 +137,17 @@ def test_the_store_records_the_hash_of_a_zoo_models_weights(tiny_data: Path, tmp
     torch.save(build("semdnn", num_classes=8).state_dict(), weights)
     out = extract(settings(tiny_data, layers=["embedding"], checkpoint=str(weights)), tmp_path / "store", progress=False)
     assert json.loads((out / "store.json").read_text())["model_hash"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_a_store_of_activations_computed_elsewhere_reads_back(tmp_path: Path) -> None:
+    from audiointerp.analysis.store import write_store
+
+    values = np.random.default_rng(0).normal(size=(25, 3, 4)).astype(np.float32)
+    folder = write_store(tmp_path / "s", {"roi": values}, {"label": [f"c{i % 3}" for i in range(25)]}, chunk_size=10)
+    store = ActivationStore(folder)
+    np.testing.assert_array_equal(store.load("roi"), values)
+    assert store.patch_shape("roi") == (3, 4) and list(store.column("label")[:2]) == ["c0", "c1"]
+    with pytest.raises(StoreError, match="already holds a store"):
+        write_store(folder, {"roi": values}, {})
+    with pytest.raises(StoreError, match="label has 3 rows, the first layer 25"):
+        write_store(tmp_path / "t", {"roi": values}, {"label": ["a", "b", "c"]})

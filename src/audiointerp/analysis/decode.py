@@ -1,8 +1,9 @@
 """`audiointerp analyze decode`: how well each layer of a store encodes each factor (Dick et al.).
 
 Per layer and factor: n random clips (default 3,000), activations flattened, StandardScaler -> PCA(64) ->
-StandardScaler -> KNN (k = 10), scored by 10-fold cross-validation (the same folds for every layer, so scores
-pair up). Paired t-tests over the folds compare the first, the best and the last layer, Bonferroni-corrected.
+StandardScaler -> KNN (k = 10), scored by 10-fold cross-validation. The folds are the same for every layer and
+factor (stratified on the factors' joint classes), so scores pair up, and each fold's transform, fitted on its
+training part only, serves every factor. Paired t-tests over the folds compare the first, the best and the last layer, Bonferroni-corrected.
 Writes `decoding.csv` (a row per layer, factor and fold), `decoding_summary.csv`, `tests.csv` and
 `decoding.png` (accuracy against layer with error bars, the best layer marked).
 """
@@ -13,12 +14,12 @@ import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from scipy import stats
 from sklearn.decomposition import PCA
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -47,6 +48,15 @@ class DecodeResult:
     seconds_per_layer: float
 
 
+def _folds(labels: dict[str, np.ndarray], settings: DecodeSettings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The cross-validation folds, shared by every layer and factor: stratified on the factors' joint classes when
+    each has at least `folds` clips, else on the first factor."""
+    joint = np.array(["|".join(values) for values in zip(*labels.values())])
+    _, counts = np.unique(joint, return_counts=True)
+    strata = joint if counts.min() >= settings.folds else next(iter(labels.values()))
+    yield from StratifiedKFold(settings.folds, shuffle=True, random_state=settings.seed).split(strata, strata)
+
+
 def decode(store: ActivationStore, settings: DecodeSettings, progress: bool = True) -> DecodeResult:
     """Cross-validated KNN accuracy per layer and factor, and the t-tests."""
     layers = list(settings.layers or store.layers)
@@ -57,15 +67,20 @@ def decode(store: ActivationStore, settings: DecodeSettings, progress: bool = Tr
         if len(set(values)) < 2:
             raise StoreError(f"factor {factor!r} has a single value in the sampled clips: nothing to decode")
     scores: dict[str, dict[str, np.ndarray]] = {f: {} for f in settings.factors}
+    splits = list(_folds(labels, settings))
     started = time.perf_counter()
     for layer in tqdm(layers, desc="decode", unit="layer", disable=not progress):
-        x = store.load(layer, sample).reshape(len(sample), -1).astype(np.float64)
-        components = min(settings.components, x.shape[1], len(sample) - len(sample) // settings.folds - 1)
-        model = make_pipeline(StandardScaler(), PCA(components, random_state=settings.seed), StandardScaler(),
-                              KNeighborsClassifier(settings.neighbors))
+        x = store.load(layer, sample).reshape(len(sample), -1)  # float32: sklearn's PCA keeps it, twice as fast
+        components = min(settings.components, x.shape[1], min(len(train) for train, _ in splits) - 1)
+        fold_scores = {f: [] for f in settings.factors}
+        for train, test in splits:  # the transform is fitted once per fold, on its training part, for every factor
+            transform = make_pipeline(StandardScaler(), PCA(components, random_state=settings.seed), StandardScaler())
+            x_train, x_test = transform.fit_transform(x[train]), transform.transform(x[test])
+            for factor in settings.factors:
+                knn = KNeighborsClassifier(settings.neighbors).fit(x_train, labels[factor][train])
+                fold_scores[factor].append(knn.score(x_test, labels[factor][test]))
         for factor in settings.factors:
-            folds = StratifiedKFold(settings.folds, shuffle=True, random_state=settings.seed)
-            scores[factor][layer] = cross_val_score(model, x, labels[factor], cv=folds)
+            scores[factor][layer] = np.array(fold_scores[factor])
     seconds_per_layer = (time.perf_counter() - started) / max(1, len(layers))
     best = {f: max(layers, key=lambda layer: scores[f][layer].mean()) for f in settings.factors}
     tests = []
@@ -131,3 +146,15 @@ def write_decoding(result: DecodeResult, layers: Sequence[str], out: Path) -> li
         writer.writerows(result.tests)
     figure = save_figure(decoding_figure(result, layers), out / "decoding.png")
     return [out / "decoding.csv", out / "decoding_summary.csv", out / "tests.csv", figure]
+
+
+def track_decoding(result: DecodeResult, layers: Sequence[str], out: Path, name: str, settings: dict,
+                   backend: str = "wandb") -> None:
+    """Log the curves (one step per layer) and the figure to a W&B run of job type `analysis`."""
+    from audiointerp.analysis.tracking import analysis_tracking
+
+    tracking = analysis_tracking(out, name, settings, backend)
+    for step, layer in enumerate(layers):
+        tracking.log({f"decode/{f}": float(result.scores[f][layer].mean()) for f in result.scores}, step, float(step))
+    tracking.log_figures({"decoding": decoding_figure(result, layers)}, len(layers), "decode")
+    tracking.finish()

@@ -285,3 +285,14 @@ def write_manipulation(result: ManipulationResult, out: Path, output: str = "log
         written.append(out / name)
     written.append(save_figure(manipulation_figure(result, output), out / "manipulation.png"))
     return written
+
+
+def track_manipulation(result: ManipulationResult, out: Path, name: str, settings: dict, output: str = "logits",
+                       backend: str = "wandb") -> None:
+    """Log the t statistics and the bars to a W&B run of job type `analysis`."""
+    from audiointerp.analysis.tracking import analysis_tracking
+
+    tracking = analysis_tracking(out, name, settings, backend)
+    tracking.log({f"manipulate/{t['factor']}/t_{t['reference']}_M_to_{t['moved_to']}": t["t"] for t in result.tests}, 0, 0.0)
+    tracking.log_figures({"manipulation": manipulation_figure(result, output)}, 0, "manipulate")
+    tracking.finish()

@@ -185,3 +185,32 @@ class ActivationStore:
     def _check_layer(self, layer: str) -> None:
         if layer not in self.layers:
             raise StoreError(f"the store holds no layer {layer!r}; layers: {', '.join(self.layers)}")
+
+
+def write_store(folder: str | Path, layers: dict[str, np.ndarray], columns: dict[str, Sequence[Any]],
+                chunk_size: int = 1024, meta: Optional[dict[str, Any]] = None) -> Path:
+    """A store from activations computed elsewhere: `layers` {name: [N, ...]} and the clip table's `columns`
+    {name: N values} (e.g. label, fold, material). Analyses that need no network (decode, the flow) read it."""
+    folder = Path(folder)
+    if (folder / STORE_FILE).exists():
+        raise StoreError(f"{folder} already holds a store")
+    clips = len(next(iter(layers.values())))
+    for name, values in [*layers.items(), *columns.items()]:
+        if len(values) != clips:
+            raise StoreError(f"{name} has {len(values)} rows, the first layer {clips}")
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"version": FORMAT_VERSION, "layers": list(layers), "num_clips": clips, "chunk_size": chunk_size,
+              "layer_shapes": {name: list(np.shape(values)[1:]) for name, values in layers.items()}, **(meta or {})}
+    with open(folder / CLIPS_FILE, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", *columns])
+        writer.writerows([i, *(values[i] for values in columns.values())] for i in range(clips))
+    shard = ShardWriter(shard_path(folder, 0, 1), list(layers), str(np.asarray(next(iter(layers.values()))).dtype))
+    try:
+        for chunk, rows in enumerate(chunks_of(clips, chunk_size)):
+            index = np.arange(rows.start, rows.stop)
+            shard.write_chunk(chunk, index, {name: np.asarray(values)[index] for name, values in layers.items()})
+    finally:
+        shard.close()
+    (folder / STORE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")  # last: the store is complete
+    return folder

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from audiointerp.analysis import ActivationStore
+from audiointerp.analysis.store import write_store
 from audiointerp.configs import load_config
 from audiointerp.errors import ConfigError
 from audiointerp.train.export import export_run, load_export_task
 from audiointerp.train.tasks.flow import FactorPairs
 from audiointerp.train.trainer import Trainer
-from tests.conftest import write_store
 
 FLOW_TINY = [
     "task.components=8",
@@ -45,6 +45,7 @@ def test_flow_trains_on_a_store_layer_and_its_export_inverts_the_whole_pipeline(
     assert (export / "arrays.safetensors").is_file() and "material:" in (export / "factors.txt").read_text()
     task, metadata = load_export_task(export)
     assert sum(metadata["estimated_factor_dims"]) == 8 and metadata["layer"] == "block3"
+    assert sum(result.metrics[f"valid/estimated_dims_{b}"] for b in ("residual", "material", "action")) == 8
     store = ActivationStore(small_cnn_store)
     x = store.load("block3", np.arange(0, 120, 7))
     z, remainder = task.encode(x)

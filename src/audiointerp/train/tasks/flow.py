@@ -142,8 +142,7 @@ class FlowTask(Task):
         log.info("fitting the PCA pipeline on %d clips of %s (%d values each)", len(fit), layer,
                  int(np.prod(store.shape(layer))))
         pca = InvertiblePCA(int(task.components), seed=seed).fit(store.load(layer, fit).reshape(len(fit), -1))
-        components = self._components(store, layer, pca)
-        x_train, x_valid = torch.from_numpy(components[train]), torch.from_numpy(components[valid])
+        x_train, x_valid = (torch.from_numpy(self._components(store, layer, pca, split)) for split in (train, valid))
         self.init_sample = x_train[torch.from_numpy(rng.permutation(len(train))[:INIT_SAMPLE])]
         train_pairs = FactorPairs(x_train, codes[train], seed, task.pairs_per_epoch)
         valid_pairs = FactorPairs(x_valid, codes[valid], seed + 1)
@@ -152,6 +151,7 @@ class FlowTask(Task):
         estimate = estimate_factor_dims(x_train[a], x_train[b], shared + 1, len(task.factors))
         log.info("estimated factor dimensions [residual, %s]: %s (configured: %s)", ", ".join(task.factors), estimate,
                  list(task.factor_dims))
+        self.estimated_dims = dict(zip(["residual", *task.factors], estimate))
         metadata = {
             "store": str(store.folder.resolve()), "layer": layer, "layer_shape": list(store.shape(layer)),
             "store_model": store.meta.get("model"), "store_identity": store.model_identity(),
@@ -162,13 +162,14 @@ class FlowTask(Task):
         arrays = {PCA_PREFIX + key: torch.from_numpy(value) for key, value in pca.state().items()}
         return TaskData(train_pairs, valid_pairs, metadata, arrays)
 
-    def _components(self, store: ActivationStore, layer: str, pca: InvertiblePCA, chunk: int = 2048) -> np.ndarray:
-        """The first D standardised components of every clip, read chunk by chunk (memory stays bounded)."""
-        out = np.empty((len(store), pca.num_components), dtype=np.float32)
-        for start in tqdm(range(0, len(store), chunk), desc="PCA components", unit="chunk",
+    def _components(self, store: ActivationStore, layer: str, pca: InvertiblePCA, clips: np.ndarray,
+                    chunk: int = 2048) -> np.ndarray:
+        """The first D standardised components of `clips`, read chunk by chunk (memory stays bounded)."""
+        out = np.empty((len(clips), pca.num_components), dtype=np.float32)
+        for start in tqdm(range(0, len(clips), chunk), desc="PCA components", unit="chunk",
                           disable=not bool(self.cfg.train.progress), leave=False):
-            indices = np.arange(start, min(start + chunk, len(store)))
-            out[indices] = pca.transform(store.load(layer, indices).reshape(len(indices), -1))[0]
+            indices = clips[start:start + chunk]
+            out[start:start + len(indices)] = pca.transform(store.load(layer, indices).reshape(len(indices), -1))[0]
         return out
 
     def build_models(self, metadata: dict[str, Any], arrays: Optional[dict[str, torch.Tensor]] = None) -> None:
@@ -202,7 +203,8 @@ class FlowTask(Task):
         blocks = ["residual", *self.cfg.task.factors]
         knn = [f"knn_{factor}@{block}" for factor in self.cfg.task.factors for block in blocks]
         return ["loss", "nll_a", "nll_b", "bits_per_dim", "examples", *knn,
-                *(f"chance_{factor}" for factor in self.cfg.task.factors)]
+                *(f"chance_{factor}" for factor in self.cfg.task.factors),
+                *(f"estimated_dims_{block}" for block in blocks)]
 
     def tags(self) -> list[str]:
         return [self.family, "flow", Path(str(self.cfg.data.source)).name, str(self.cfg.task.layer)]
@@ -252,6 +254,7 @@ class FlowTask(Task):
         metrics = {"loss": float((nll_a + nll_b).mean()), "nll_a": float(nll_a.mean()), "nll_b": float(nll_b.mean()),
                    "bits_per_dim": float(self.loss_fn.bits_per_dim(nll_a.mean())), "examples": float(len(z))}
         metrics.update(self.block_accuracies(z, codes))
+        metrics.update({f"estimated_dims_{block}": float(n) for block, n in getattr(self, "estimated_dims", {}).items()})
         figures = {"factor_coordinates": self.scatter(z, codes)}
         return EvalResult(metrics, figures)
 
