@@ -12,23 +12,29 @@ from audiointerp.quickstart import AE_STEPS, MN_EPOCHS, autoencoder_stage, run_q
 def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: Path) -> None:
     out = tmp_path / "quickstart"
     page = run_quickstart(out, overrides=["train.epochs=1", "model.params.widths=[4,8,8,16]", "train.progress=false"],
-                          tracking="none", clips_per_class=5, mn_epochs=1, ae_steps=2)
+                          tracking="none", clips_per_class=5, mn_epochs=1, ae_steps=2, latent_clips_per_class=5,
+                          flow_epochs=2)
     markdown = (out / "report.md").read_text()
     targets = re.findall(r"\]\(([^)]+)\)", markdown)
     figures = [t for t in targets if t.endswith(".png")]
     audio = [t for t in targets if t.endswith(".wav")]
-    assert len(figures) == 9  # classifier 3, semantic comparison 3, autoencoder 3
+    manipulated = (out / "latent" / "manipulation" / "manipulation.png").is_file()  # tiny, untrained: maybe no triplets
+    # classifier 3, semantic comparison 3, autoencoder 3, latent: decoding, scatter, flow curves (and the bars)
+    assert len(figures) == 12 + manipulated
     assert len(audio) >= 24 + 8 + 6 * 3  # classes, predictions, listening (original, before, after)
     for target in targets:
         assert (out / target).is_file(), target
     html = page.read_text()
-    assert html.count("data:image/png;base64,") == 9
+    assert html.count("data:image/png;base64,") == len(figures)
     assert html.count("data:audio/wav;base64,") == len(audio)
     assert "held-out set" in markdown and "accuracy" in markdown
     assert "| quickstart-semdnn | validation |" in markdown and "| quickstart-catdnn | data-test |" in markdown
     assert "Classifier-gradient autoencoder fine-tuning" in markdown and "| accuracy_reconstruction |" in markdown
     for name in ("quickstart-mn", "quickstart-ae-before", "quickstart-ae-after"):
         assert (next((out / "runs" / name).iterdir()) / "export" / "manifest.json").is_file(), name
+    assert "Latent factors" in markdown and "| material |" in markdown
+    assert (out / "store" / "store.json").is_file() and (out / "latent" / "decoding" / "decoding.csv").is_file()
+    assert (next((out / "runs" / "quickstart-flow").iterdir()) / "export" / "arrays.safetensors").is_file()
     run = next((out / "runs" / "quickstart-classifier").iterdir())
     assert (run / "export" / "model.safetensors").is_file()
     assert (run / "eval" / "held-out" / "metrics.json").is_file()

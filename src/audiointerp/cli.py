@@ -92,7 +92,7 @@ def _analyze_decode(args: argparse.Namespace) -> int:
 def _analyze_manipulate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from audiointerp.analysis import ActivationStore
+    from audiointerp.analysis import ActivationStore, StoreError
     from audiointerp.analysis.manipulate import ManipulateSettings, manipulate, track_manipulation, write_manipulation
 
     pairs: dict[str, list[tuple[str, str]]] = {}
@@ -107,6 +107,8 @@ def _analyze_manipulate(args: argparse.Namespace) -> int:
                                   typical_radius=args.typical_radius, max_triplets=args.max_triplets, output=args.output,
                                   seed=args.seed)
     result = manipulate(args.flow_export, ActivationStore(args.store), settings, progress=not args.quiet)
+    if not result.triplets:
+        raise StoreError("no class pair has both atypical and typical sounds: widen --valley-width or --typical-radius")
     out = Path(args.out or Path(args.flow_export) / "manipulation")
     write_manipulation(result, out, settings.output)
     track_manipulation(result, out, f"manipulate-{Path(args.store).name}", asdict(settings), settings.output, args.tracking)

@@ -95,12 +95,12 @@ AE_STEPS = 1000
 # The latent stage (Dick et al.): the classifier's layers over a larger set synthesized from another seed, decoded
 # per layer; a flow on the best layer; its material and action blocks moved and the classifier continued.
 LATENT_SEED, LATENT_CLIPS_PER_CLASS = 2, 200
+FLOW_EPOCHS = 100
 LATENT_DECODE_INSTANCES = 1500  # clips decoded per layer (the paper: 3,000; half keeps the stage short)
 FLOW_OVERRIDES = (
     "experiment=quickstart-flow",
     "task.factor_dims=[48,8,8]",  # 8 dimensions per factor: the paper's [62,1,1] holds too little of them here
     "data.batch_size=512",
-    "train.epochs=100",
     "train.eval_every_epochs=10",
     "tracking.group=quickstart-latent",
 )
@@ -180,7 +180,8 @@ def autoencoder_stage(out: Path, manifest: Path, tracking: str, mn_epochs: int, 
     return stage
 
 
-def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_class: int) -> dict[str, Any]:
+def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_class: int,
+                 flow_epochs: int = FLOW_EPOCHS) -> dict[str, Any]:
     """Extract every layer of the classifier over a fresh synthetic set, decode material and action per layer,
     train the flow on the best layer (the network's output layer excluded: nothing follows it), and move each
     factor's block; returns the store, the results and the flow run."""
@@ -202,7 +203,7 @@ def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_cl
     track_decoding(decoding, layers, folder / "decoding", "quickstart-decode", asdict(decode_settings), tracking)
     mean = {layer: np.mean([decoding.scores[f][layer].mean() for f in decode_settings.factors]) for layer in layers[:-1]}
     best = max(mean, key=mean.get)
-    cfg = load_config("flow", [*FLOW_OVERRIDES, f"data.source={store.folder}", f"task.layer={best}",
+    cfg = load_config("flow", [*FLOW_OVERRIDES, f"train.epochs={flow_epochs}", f"data.source={store.folder}", f"task.layer={best}",
                                f"output_dir={out / 'runs'}", f"tracking.backend={tracking}"])
     flow = Trainer(cfg).fit()
     flow_export = export_run(flow.run_dir)
@@ -217,9 +218,10 @@ def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_cl
 
 def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str] = (), tracking: str = "wandb",
                    clips_per_class: int = 40, mn_epochs: int = MN_EPOCHS, ae_steps: int = AE_STEPS,
-                   latent_clips_per_class: int = LATENT_CLIPS_PER_CLASS) -> Path:
+                   latent_clips_per_class: int = LATENT_CLIPS_PER_CLASS, flow_epochs: int = FLOW_EPOCHS) -> Path:
     """Run every stage; returns the path of report.html. `overrides` apply to the first classifier stage;
-    `mn_epochs` and `ae_steps` size the autoencoder stage, `latent_clips_per_class` the latent stage's data."""
+    `mn_epochs` and `ae_steps` size the autoencoder stage, `latent_clips_per_class` and `flow_epochs` the latent
+    stage."""
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +267,7 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
 
     print("[6/7] latent factors: extract the classifier's layers, decode, train the flow, manipulate", flush=True)
     t0 = time.time()
-    latent = latent_stage(out, export_dir, tracking, latent_clips_per_class)
+    latent = latent_stage(out, export_dir, tracking, latent_clips_per_class, flow_epochs)
     timings["latent (extract, decode, flow, manipulate)"] = time.time() - t0
 
     print("[7/7] writing the report", flush=True)
@@ -389,17 +391,22 @@ def _latent_section(report: Report, stage: dict[str, Any]) -> None:
                            [[f"{t['factor']}: {t['layer_b']} vs {t['layer_a']}", t["t"], t["df"], t["p_bonferroni"]]
                             for t in decoding.tests]))
     blocks = ["residual", "material", "action"]
-    section.tables.append((["decoded factor", *(f"{b} block" for b in blocks), "chance"],
+    section.tables.append((["decoded factor", *(f"{b} block" for b in blocks), "own coordinate", "chance"],
                            [[f, *(metrics.get(f"valid/knn_{f}@{b}", float("nan")) for b in blocks),
+                             metrics.get(f"valid/knn_{f}@{f}_coordinate", float("nan")),
                              metrics.get(f"valid/chance_{f}", float("nan"))] for f in ("material", "action")]))
     section.figures.append((stage["flow_run"] / "figures" / "factor_coordinates.png",
-                            "The flow's material and action coordinates (first dimension of each block), validation "
-                            "clips (cf. the paper's Fig. 1)"))
+                            "The flow's material and action coordinates (each block on the axis along which its class "
+                            "means spread most), validation clips (cf. the paper's Fig. 1)"))
     section.figures.append((stage["flow_run"] / "figures" / "learning_curves.png", "Flow training curves"))
     closer = [t for t in manipulation.tests if t["reference"] == t["moved_to"] == "P"]
     section.bullets += [f"moving {t['factor']}: d(P, M) {t['mean_before']:.2f} -> d(P, M->P) {t['mean_after']:.2f}, "
                         f"t({t['df']}) = {t['t']:.2f}, Bonferroni p = {t['p_bonferroni']:.2g}"
                         f"{' (closer to P, as expected)' if t['confirmed'] else ' (not confirmed)'}" for t in closer]
+    missing = sorted({row["factor"] for row in manipulation.skipped} - {t["factor"] for t in manipulation.tests})
+    section.bullets += [f"moving {factor}: no class pair had both atypical and typical sounds" for factor in missing]
+    if not manipulation.tests:
+        return
     section.figures.append((folder / "manipulation" / "manipulation.png",
                             "Euclidean distance of the classifier's logits after moving atypical sounds M's block to a "
                             "typical P's or Q's value (mean and standard error; cf. the paper's Fig. 2)"))

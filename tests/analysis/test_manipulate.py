@@ -108,3 +108,13 @@ def test_a_flow_of_another_model_or_factor_is_refused(small_cnn_store: Path, flo
     with pytest.raises(StoreError, match="no factor 'size'"):
         manipulate(flow_export, ActivationStore(small_cnn_store), ManipulateSettings(factors=["size"], **GENEROUS),
                    progress=False)
+
+
+def test_no_atypical_sounds_leaves_the_factor_out_and_the_command_says_why(small_cnn_store: Path, flow_export: Path,
+                                                                           tmp_path: Path) -> None:
+    settings = ManipulateSettings(factors=["material"], clips=120, valley_width=0.0)  # an empty valley
+    result = manipulate(flow_export, ActivationStore(small_cnn_store), settings, progress=False)
+    assert not result.triplets and not result.tests
+    assert result.skipped and {row["reason"] for row in result.skipped} <= {"too few sounds", "class missing"}
+    assert main(["analyze", "manipulate", str(flow_export), str(small_cnn_store), "--factor", "material",
+                 "--valley-width", "0", "--out", str(tmp_path / "m"), "--tracking", "none", "--quiet"]) != 0

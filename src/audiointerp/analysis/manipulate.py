@@ -23,6 +23,7 @@ enough sounds) and `manipulation.png` (bars as in the paper's Fig. 2, standard e
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -35,6 +36,8 @@ from tqdm.auto import tqdm
 
 from audiointerp.analysis.extraction import store_pipeline
 from audiointerp.analysis.store import ActivationStore, StoreError
+
+log = logging.getLogger("audiointerp")
 
 OUTPUTS = ("logits", "log_sigmoid", "log_softmax")
 CENTRES = ("midpoint", "subset_mean")
@@ -171,7 +174,8 @@ def find_triplets(z: np.ndarray, sample: np.ndarray, values: np.ndarray, within:
 
 def manipulate(flow_export: str | Path, store: ActivationStore, settings: ManipulateSettings,
                progress: bool = True) -> ManipulationResult:
-    """Run the experiment for every factor of `settings`."""
+    """Run the experiment for every factor of `settings` (a factor without any triplet is skipped with a warning;
+    its class pairs are in `skipped`)."""
     if settings.valley_center not in CENTRES:
         raise ValueError(f"valley_center {settings.valley_center!r}; choose one of {', '.join(CENTRES)}")
     tool = Manipulator(flow_export, store, settings.output, settings.batch_size)
@@ -195,8 +199,9 @@ def manipulate(flow_export: str | Path, store: ActivationStore, settings: Manipu
             keep = np.sort(rng.choice(len(triplets), size=settings.max_triplets, replace=False))
             triplets = [triplets[i] for i in keep]
         if not triplets:
-            raise StoreError(f"no triplets for {factor}: no class pair has atypical and typical sounds (widen "
-                             f"valley_width={settings.valley_width} or typical_radius={settings.typical_radius})")
+            log.warning("no triplets for %s: no class pair has both atypical and typical sounds (widen valley_width=%s "
+                        "or typical_radius=%s)", factor, settings.valley_width, settings.typical_radius)
+            continue
         _measure(tool, triplets, blocks[factor], progress)
         result.triplets += triplets
         result.tests += _tests(result.distances(factor), factor, settings.alpha)
@@ -283,7 +288,8 @@ def write_manipulation(result: ManipulationResult, out: Path, output: str = "log
             writer.writeheader()
             writer.writerows(rows)
         written.append(out / name)
-    written.append(save_figure(manipulation_figure(result, output), out / "manipulation.png"))
+    if result.triplets:
+        written.append(save_figure(manipulation_figure(result, output), out / "manipulation.png"))
     return written
 
 
@@ -293,6 +299,9 @@ def track_manipulation(result: ManipulationResult, out: Path, name: str, setting
     from audiointerp.analysis.tracking import analysis_tracking
 
     tracking = analysis_tracking(out, name, settings, backend)
+    if not result.triplets:
+        tracking.finish()
+        return
     tracking.log({f"manipulate/{t['factor']}/t_{t['reference']}_M_to_{t['moved_to']}": t["t"] for t in result.tests}, 0, 0.0)
     tracking.log_figures({"manipulation": manipulation_figure(result, output)}, 0, "manipulate")
     tracking.finish()

@@ -8,8 +8,9 @@ Every layer maps x -> (y, log|det dy/dx|) exactly and has an exact inverse:
 - `Permutation`: a fixed random permutation (seeded), log-determinant 0;
 - `Householder`: a product of learned reflections (orthogonal), log-determinant 0.
 
-`Flow(dim, blocks, ...)` stacks blocks of [ActNorm, coupling, permutation, coupling (mask flipped), permutation,
-(Householder)]. `forward(x) -> (z, logdet)`, `inverse(z) -> x`.
+`Flow(dim, blocks, ...)` stacks LatentAudio's stages: [shuffle (a fixed permutation), coupling, coupling with the
+complementary mask (LatentAudio's checkerboard swap between its two couplings), ActNorm, Householder].
+`forward(x) -> (z, logdet)`, `inverse(z) -> x`.
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ class Flow(nn.Module):
         layers: list[nn.Module] = []
         base = coupling_mask(dim, mask)
         for block in range(blocks):
-            layers += [ActNorm(dim), Coupling(dim, base, hidden, depth, coupling), Permutation(dim, seed + 2 * block),
-                       Coupling(dim, ~base, hidden, depth, coupling), Permutation(dim, seed + 2 * block + 1)]
+            layers += [Permutation(dim, seed + block), Coupling(dim, base, hidden, depth, coupling),
+                       Coupling(dim, ~base, hidden, depth, coupling), ActNorm(dim)]
             if householder:
                 layers.append(Householder(dim, householder))
         self.layers = nn.ModuleList(layers)

@@ -38,7 +38,7 @@ def flow_config(store: Path, out: Path, *overrides: str):
 def test_flow_trains_on_a_store_layer_and_its_export_inverts_the_whole_pipeline(small_cnn_store: Path, tmp_path: Path) -> None:
     result = Trainer(flow_config(small_cnn_store, tmp_path / "runs")).fit()
     for key in ("valid/loss", "valid/bits_per_dim", "valid/knn_material@material", "valid/knn_action@residual",
-                "valid/chance_material"):
+                "valid/chance_material", "valid/knn_material@material_coordinate"):
         assert np.isfinite(result.metrics[key]), key
     assert (result.run_dir / "figures" / "factor_coordinates.png").is_file()
     export = export_run(result.run_dir)

@@ -201,7 +201,7 @@ class FlowTask(Task):
 
     def metric_names(self) -> list[str]:
         blocks = ["residual", *self.cfg.task.factors]
-        knn = [f"knn_{factor}@{block}" for factor in self.cfg.task.factors for block in blocks]
+        knn = [f"knn_{factor}@{block}" for factor in self.cfg.task.factors for block in [*blocks, f"{factor}_coordinate"]]
         return ["loss", "nll_a", "nll_b", "bits_per_dim", "examples", *knn,
                 *(f"chance_{factor}" for factor in self.cfg.task.factors),
                 *(f"estimated_dims_{block}" for block in blocks)]
@@ -253,34 +253,50 @@ class FlowTask(Task):
         nll_a, nll_b = outputs["nll_a"], outputs["nll_b"]
         metrics = {"loss": float((nll_a + nll_b).mean()), "nll_a": float(nll_a.mean()), "nll_b": float(nll_b.mean()),
                    "bits_per_dim": float(self.loss_fn.bits_per_dim(nll_a.mean())), "examples": float(len(z))}
-        metrics.update(self.block_accuracies(z, codes))
+        coordinates = {factor: self.coordinate(z, codes[:, f], factor) for f, factor in enumerate(self.factors)}
+        metrics.update(self.block_accuracies(z, codes, coordinates))
         metrics.update({f"estimated_dims_{block}": float(n) for block, n in getattr(self, "estimated_dims", {}).items()})
-        figures = {"factor_coordinates": self.scatter(z, codes)}
+        figures = {"factor_coordinates": self.scatter(coordinates, codes, z)}
         return EvalResult(metrics, figures)
 
-    def block_accuracies(self, z: np.ndarray, codes: np.ndarray) -> dict[str, float]:
-        """KNN accuracy (cross-validated) of every factor from every block of the code, and chance (majority)."""
+    def coordinate(self, z: np.ndarray, labels: np.ndarray, factor: str) -> np.ndarray:
+        """A factor's coordinate: its block projected on the axis along which its class means spread most (the
+        first principal axis of the class means; a 1-D block is its own coordinate)."""
+        block = z[:, self.blocks()[factor]]
+        if block.shape[1] == 1:
+            return block[:, 0]
+        means = np.stack([block[labels == value].mean(0) for value in np.unique(labels)])
+        axis = np.linalg.svd(means - means.mean(0), full_matrices=False)[2][0]
+        return block @ axis
+
+    def block_accuracies(self, z: np.ndarray, codes: np.ndarray, coordinates: dict[str, np.ndarray]) -> dict[str, float]:
+        """KNN accuracy (cross-validated) of every factor from every block of the code and from its own coordinate
+        (`knn_<factor>@<factor>_coordinate`, the scatter's axis), and chance (the majority class)."""
         task = self.cfg.task
         out = {}
         for f, factor in enumerate(self.factors):
             labels = codes[:, f]
-            out[f"chance_{factor}"] = float(np.bincount(labels).max() / len(labels))
-            folds = min(int(task.knn_folds), int(np.bincount(labels)[np.bincount(labels) > 0].min()))
+            counts = np.bincount(labels)
+            out[f"chance_{factor}"] = float(counts.max() / len(labels))
+            folds = min(int(task.knn_folds), int(counts[counts > 0].min()))
             if folds < 2:
                 continue  # too few clips of some value to cross-validate
             split = StratifiedKFold(folds, shuffle=True, random_state=int(self.cfg.train.seed))
             neighbours = min(int(task.knn_neighbors), len(labels) - len(labels) // folds - 1)
-            for block, columns in self.blocks().items():
-                scores = cross_val_score(KNeighborsClassifier(neighbours), z[:, columns], labels, cv=split)
-                out[f"knn_{factor}@{block}"] = float(scores.mean())
+            features = {block: z[:, columns] for block, columns in self.blocks().items()}
+            features[f"{factor}_coordinate"] = coordinates[factor][:, None]
+            for name, x in features.items():
+                scores = cross_val_score(KNeighborsClassifier(neighbours), x, labels, cv=split)
+                out[f"knn_{factor}@{name}"] = float(scores.mean())
         return out
 
-    def scatter(self, z: np.ndarray, codes: np.ndarray) -> Any:
-        """The paper's Fig. 1: the first two factors' first coordinates, coloured by each factor."""
-        blocks = self.blocks()
-        shown = np.random.default_rng(0).permutation(len(z))[: int(self.cfg.task.scatter_points)]
-        shown_blocks = self.factors[:2] if len(self.factors) > 1 else ["residual", *self.factors]
-        axes = [(f"{block} coordinate", z[shown, blocks[block].start]) for block in shown_blocks]
+    def scatter(self, coordinates: dict[str, np.ndarray], codes: np.ndarray, z: np.ndarray) -> Any:
+        """The paper's Fig. 1: the first two factors' coordinates (one factor: against the residual's first
+        dimension), coloured by each factor."""
+        shown = np.random.default_rng(0).permutation(len(codes))[: int(self.cfg.task.scatter_points)]
+        axes = [(f"{name} coordinate", coordinates[name][shown]) for name in list(coordinates)[:2]]
+        if len(axes) < 2:
+            axes.append(("residual dimension 1", z[shown, 0]))
         colourings = [(factor, [self.factor_values[factor][c] for c in codes[shown, f]])
                       for f, factor in enumerate(self.factors)]
         return factor_scatter(axes, colourings, title=f"flow code of {self.layer} (validation clips)")
