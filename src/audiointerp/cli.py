@@ -120,6 +120,71 @@ def _analyze_manipulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_rsa(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from audiointerp.analysis import ActivationStore
+    from audiointerp.analysis.rsa import (
+        EuclideanBlocks,
+        RSASettings,
+        build_targets,
+        rsa,
+        select_sounds,
+        sound_ids,
+        spectrogram_features,
+        track_rsa,
+        write_rsa,
+    )
+
+    settings = RSASettings(layers=args.layers.split(",") if args.layers else None, bootstrap=args.bootstrap,
+                           block_size=args.block_size, seed=args.seed)
+    rows = []
+    for folder in args.stores:
+        store = ActivationStore(folder)
+        ids = sound_ids(store, args.id_column)
+        clips = select_sounds(args.target, ids)
+        targets = build_targets(args.target, store, clips, [ids[i] for i in clips], args.average)
+        spectrogram = EuclideanBlocks(spectrogram_features(store, clips, progress=not args.quiet)) if args.spectrogram else None
+        rows += rsa(store, targets, clips, settings, spectrogram, progress=not args.quiet)
+    out = Path(args.out or Path(args.stores[0]) / "rsa")
+    write_rsa(rows, out)
+    track_rsa(rows, out, f"rsa-{Path(args.stores[0]).name}", {**asdict(settings), "targets": args.target}, args.tracking)
+    for row in rows:
+        interval = f" [{row['spearman_low']:.3f}, {row['spearman_high']:.3f}]" if "spearman_low" in row else ""
+        residual = f", residual r {row['pearson_residual']:.3f}" if "pearson_residual" in row else ""
+        print(f"{Path(row['store']).name} {row['layer']} ~ {row['target']}: Spearman {row['spearman']:.3f}{interval}, "
+              f"Pearson {row['pearson']:.3f}{residual} ({row['sounds']} sounds)")
+    print(f"wrote {out}")
+    return 0
+
+
+def _analyze_probe(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from audiointerp.analysis import ActivationStore
+    from audiointerp.analysis.probe import ProbeSettings, probe, probe_figure, write_probe
+    from audiointerp.analysis.tracking import analysis_tracking
+
+    settings = ProbeSettings(factor=args.factor, train_where=args.train_where, test_where=args.test_where,
+                             layers=args.layers.split(",") if args.layers else None, cs=args.cs,
+                             inner_folds=args.inner_folds, bootstrap=args.bootstrap, seed=args.seed)
+    rows = probe(ActivationStore(args.store), settings, progress=not args.quiet)
+    out = Path(args.out or Path(args.store) / f"probe-{args.factor}")
+    title = f"{args.factor}: train {args.train_where}, test {args.test_where}" if args.train_where else args.factor
+    write_probe(rows, out, title)
+    tracking = analysis_tracking(out, f"probe-{Path(args.store).name}-{args.factor}", asdict(settings), args.tracking)
+    for step, layer in enumerate(dict.fromkeys(row["layer"] for row in rows)):
+        tracking.log({f"probe/{row['split']}": row["accuracy"] for row in rows if row["layer"] == layer}, step, float(step))
+    tracking.log_figures({"probe": probe_figure(rows, title)}, len(rows), "probe")
+    tracking.finish()
+    for row in rows:
+        interval = f" [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]" if "accuracy_low" in row else ""
+        print(f"{row['layer']} {row['split']}: accuracy {row['accuracy']:.3f}{interval}, chance {row['chance']:.3f} "
+              f"(C {row['C']:.3g}; {row['train_sounds']} train / {row['test_sounds']} test sounds)")
+    print(f"wrote {out}")
+    return 0
+
+
 def _listen(args: argparse.Namespace) -> int:
     from audiointerp.evaluation.listening import listening_page
 
@@ -146,6 +211,13 @@ def _list_configs(args: argparse.Namespace) -> int:
 
     print("\n".join(available_configs()))
     return 0
+
+
+def _analysis_outputs(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The options every analysis shares: its output folder, W&B, progress bars."""
+    p.add_argument("--out", type=Path, help=f"output folder (default: {default_out})")
+    p.add_argument("--tracking", choices=("wandb", "none"), default="wandb", help="W&B run (job type analysis) or none")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,9 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbors", type=int, default=10, help="k of the KNN (default 10)")
     p.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
     p.add_argument("--seed", type=int, default=0, help="the clip sample and the folds")
-    p.add_argument("--out", type=Path, help="output folder (default: STORE/decoding)")
-    p.add_argument("--tracking", choices=("wandb", "none"), default="wandb", help="W&B run (job type analysis) or none")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _analysis_outputs(p, "STORE/decoding")
     p.set_defaults(func=_analyze_decode)
 
     p = analyze.add_parser("manipulate", help="move a factor's coordinate in a flow's code and measure the network's "
@@ -239,10 +309,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=("logits", "log_sigmoid", "log_softmax"), default="logits",
                    help="what the distances are measured on (default logits)")
     p.add_argument("--seed", type=int, default=0, help="the clip sample, the pairs and the triplets")
-    p.add_argument("--out", type=Path, help="output folder (default: FLOW_EXPORT/manipulation)")
-    p.add_argument("--tracking", choices=("wandb", "none"), default="wandb", help="W&B run (job type analysis) or none")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _analysis_outputs(p, "FLOW_EXPORT/manipulation")
     p.set_defaults(func=_analyze_manipulate)
+
+    p = analyze.add_parser("rsa", help="per-layer RSA of stores against target RDMs, blockwise, bootstrap intervals")
+    p.add_argument("stores", type=Path, nargs="+", help="activation stores (one line per store in the figure)")
+    p.add_argument("--target", action="append", required=True,
+                   help="factor:<column>, dissimilarity:<file>, or responses:<file>[:kl|:mode] (repeatable)")
+    p.add_argument("--average", action="store_true", help="also the mean of the targets' RDMs")
+    p.add_argument("--layers", help="comma-separated layers (default: all)")
+    p.add_argument("--spectrogram", action="store_true",
+                   help="also regress each model RDM on the log-mel spectrogram distances and correlate the residuals")
+    p.add_argument("--id-column", default="path", help="clip-table column naming the sounds in target files "
+                   "(default: path, by its file name without extension)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples of the sounds for 95%% intervals (0: none)")
+    p.add_argument("--block-size", type=int, default=1024, help="sounds per block of the upper triangle")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap resamples")
+    _analysis_outputs(p, "the first STORE/rsa")
+    p.set_defaults(func=_analyze_rsa)
+
+    p = analyze.add_parser("probe", help="linear probes per layer (L2 logistic regression, C by inner CV), with transfer")
+    p.add_argument("store", type=Path, help="an activation store")
+    p.add_argument("--factor", required=True, help="the clip-table column to predict (e.g. material)")
+    p.add_argument("--train-where", help="condition of the training sounds, e.g. 'hollow==1' or 'action in tapping,rubbing'")
+    p.add_argument("--test-where", help="condition of the test sounds (disjoint from the training ones)")
+    p.add_argument("--layers", help="comma-separated layers (default: all)")
+    p.add_argument("--cs", type=int, default=10, help="C values tried by the inner cross-validation (default 10)")
+    p.add_argument("--inner-folds", type=int, default=5, help="inner cross-validation folds (default 5)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples of the test sounds for 95%% intervals")
+    p.add_argument("--seed", type=int, default=0, help="the baseline split, the folds and the bootstrap")
+    _analysis_outputs(p, "STORE/probe-FACTOR")
+    p.set_defaults(func=_analyze_probe)
 
     p = sub.add_parser("listen", help="one page of originals and each autoencoder export's reconstructions")
     p.add_argument("exports", nargs="+", type=Path, help="export folders of ae_finetune or reconstruction runs")

@@ -1,0 +1,171 @@
+"""`audiointerp analyze probe`: linear probes per layer, with transfer across a property (Bost et al. 2024).
+
+Per layer: L2-regularised multinomial logistic regression on the standardised activations, C chosen by inner
+cross-validation on the training sounds (`LogisticRegressionCV`). The training sounds are those where
+`train_where` holds, the test sounds those where `test_where` holds (e.g. train on hollow objects, test on solid
+ones); the two sets must not share a sound. The no-transfer baseline trains and tests on a random split of the
+same sizes drawn from both sets together. Chance is the accuracy of always answering the training set's
+majority class. Accuracies get bootstrap confidence intervals over the test sounds.
+
+Conditions: `column==value`, `column!=value`, `column in a,b,c`, `column not in a,b`, joined by `&`.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from audiointerp.analysis.store import ActivationStore, StoreError
+
+# scikit-learn >= 1.9 asks for the pure-L2 penalty as l1_ratios=(0,) and has simplified fitted attributes
+L2_ONLY = ({"l1_ratios": (0.0,), "use_legacy_attributes": False}
+           if "use_legacy_attributes" in inspect.signature(LogisticRegressionCV).parameters else {})
+CONDITION = re.compile(r"^\s*(?P<column>[\w.-]+)\s*(?P<op>==|!=|\bnot in\b|\bin\b)\s*(?P<value>.+?)\s*$")
+
+
+def select(store: ActivationStore, where: str) -> np.ndarray:
+    """Store indices of the clips where the condition holds (see the module docstring)."""
+    keep = np.ones(len(store), dtype=bool)
+    for part in where.split("&"):
+        match = CONDITION.match(part)
+        if not match:
+            raise StoreError(f"condition {part.strip()!r}: write column==value, column!=value, column in a,b or "
+                             "column not in a,b (joined by &)")
+        values = store.column(match["column"])
+        op, value = match["op"], match["value"]
+        if op in ("==", "!="):
+            hit = values == value
+        else:
+            hit = np.isin(values, [v.strip() for v in value.split(",")])
+        keep &= hit if op in ("==", "in") else ~hit
+    return np.flatnonzero(keep)
+
+
+@dataclass
+class ProbeSettings:
+    factor: str  # the clip-table column to predict
+    train_where: Optional[str] = None  # condition of the training sounds (None: a random split, no transfer)
+    test_where: Optional[str] = None  # condition of the test sounds
+    layers: Optional[Sequence[str]] = None  # default: every layer of the store
+    cs: int = 10  # C values tried, log-spaced from 1e-4 to 1e4 (LogisticRegressionCV)
+    inner_folds: int = 5  # inner cross-validation folds that choose C
+    bootstrap: int = 1000  # resamples of the test sounds for the intervals
+    max_iter: int = 1000  # solver iterations
+    seed: int = 0  # the baseline split, the inner folds and the bootstrap
+
+
+def splits(store: ActivationStore, settings: ProbeSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"transfer": (train, test), "no transfer": (train, test)} store indices; without conditions only the
+    random split."""
+    rng = np.random.default_rng(settings.seed)
+    if settings.train_where is None or settings.test_where is None:
+        if settings.train_where or settings.test_where:
+            raise StoreError("give both --train-where and --test-where (or neither, for a random 80/20 split)")
+        order = rng.permutation(len(store))
+        cut = len(order) * 4 // 5
+        return {"no transfer": (np.sort(order[:cut]), np.sort(order[cut:]))}
+    train, test = select(store, settings.train_where), select(store, settings.test_where)
+    shared = np.intersect1d(train, test)
+    if len(shared):
+        raise StoreError(f"{len(shared)} sounds satisfy both conditions ({settings.train_where!r}, "
+                         f"{settings.test_where!r}): a transfer test must not test on training sounds")
+    for name, part in (("train", train), ("test", test)):
+        if len(part) < 2:
+            raise StoreError(f"--{name}-where selects {len(part)} sounds")
+    pool = rng.permutation(np.concatenate([train, test]))
+    return {"transfer": (train, test), "no transfer": (np.sort(pool[:len(train)]), np.sort(pool[len(train):]))}
+
+
+def probe_layer(x: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
+                settings: ProbeSettings) -> dict[str, Any]:
+    """Fit on `train`, score on `test` (positions into x): accuracy, its interval, chance, and the chosen C."""
+    classes = np.unique(labels[train])
+    if len(classes) < 2:
+        raise StoreError(f"the training sounds hold a single {settings.factor}: nothing to learn")
+    folds = min(settings.inner_folds, int(np.unique(labels[train], return_counts=True)[1].min()))
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=settings.cs, cv=max(2, folds), scoring="accuracy",
+                                                                 max_iter=settings.max_iter, random_state=settings.seed,
+                                                                 **L2_ONLY))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x[train], labels[train])
+    correct = model.predict(x[test]) == labels[test]
+    values, counts = np.unique(labels[train], return_counts=True)
+    majority = values[counts.argmax()]
+    rng = np.random.default_rng(settings.seed)
+    resampled = [correct[rng.integers(0, len(correct), len(correct))].mean() for _ in range(settings.bootstrap)]
+    out = {"accuracy": float(correct.mean()), "chance": float((labels[test] == majority).mean()),
+           "C": float(np.atleast_1d(model[-1].C_)[0]), "train_sounds": len(train), "test_sounds": len(test)}
+    if settings.bootstrap:
+        out["accuracy_low"], out["accuracy_high"] = (float(np.percentile(resampled, q)) for q in (2.5, 97.5))
+    return out
+
+
+def probe(store: ActivationStore, settings: ProbeSettings, progress: bool = True) -> list[dict[str, Any]]:
+    """A row per layer and split: accuracy with its interval, chance, the chosen C."""
+    labels = store.column(settings.factor)
+    layers = list(settings.layers or store.layers)
+    rows = []
+    split = splits(store, settings)
+    used = np.unique(np.concatenate([part for pair in split.values() for part in pair]))
+    position = {int(clip): k for k, clip in enumerate(used)}
+    for layer in tqdm(layers, desc="probe", unit="layer", disable=not progress):
+        x = store.load(layer, used).reshape(len(used), -1).astype(np.float64)
+        for name, (train, test) in split.items():
+            result = probe_layer(x, labels[used], np.array([position[int(c)] for c in train]),
+                                 np.array([position[int(c)] for c in test]), settings)
+            rows.append({"layer": layer, "depth": (layers.index(layer) + 1) / len(layers), "split": name,
+                         "factor": settings.factor, **result})
+    return rows
+
+
+def probe_figure(rows: list[dict[str, Any]], title: str = ""):
+    """Accuracy against layer for each split, with intervals, and chance (the probing paper's Fig. 2)."""
+    import matplotlib.pyplot as plt
+
+    layers = list(dict.fromkeys(row["layer"] for row in rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(layers) + 2.5), 3.6))
+    positions = np.arange(len(layers))
+    for split in dict.fromkeys(row["split"] for row in rows):
+        mine = [row for row in rows if row["split"] == split]
+        accuracy = np.array([row["accuracy"] for row in mine])
+        if "accuracy_low" in mine[0]:
+            error = np.array([[a - row["accuracy_low"], row["accuracy_high"] - a] for a, row in zip(accuracy, mine)]).T
+        else:
+            error = None
+        ax.errorbar(positions, accuracy, yerr=error, marker="o", markersize=4, capsize=3, label=split)
+        ax.plot(positions, [row["chance"] for row in mine], linestyle=":", color="grey",
+                label="chance (majority class)" if split == "transfer" or len(set(r["split"] for r in rows)) == 1 else None)
+    ax.set_xticks(positions, layers, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(f"{rows[0]['factor']} accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_probe(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path]:
+    """probe.csv and probe.png in `out`."""
+    from audiointerp.evaluation.plots import save_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "probe.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return [out / "probe.csv", save_figure(probe_figure(rows, title), out / "probe.png")]
