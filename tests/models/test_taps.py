@@ -6,6 +6,7 @@ import torch
 from audiointerp.models import build
 
 VGGISH_TINY = {"widths": [4, 8, 8, 16], "embedding_dim": 16}
+BEATS_TINY = {"embed_dim": 32, "dim": 48, "ffn": 64, "heads": 4, "layers": 3, "conv_pos": 16, "conv_groups": 4}
 
 
 @pytest.mark.parametrize(
@@ -17,6 +18,8 @@ VGGISH_TINY = {"widths": [4, 8, 8, 16], "embedding_dim": 16}
         ("cae", None, VGGISH_TINY, (2, 1, 96, 64), "reconstruction"),
         ("mn04", 7, {}, (2, 1, 128, 40), "logits"),
         ("yamnet", 521, {}, (2, 1, 96, 64), "logits"),
+        ("beats", 5, BEATS_TINY, (2, 1, 64, 128), "logits"),
+        ("beats", None, BEATS_TINY, (2, 1, 64, 128), "features"),
     ],
 )
 def test_forward_from_forward_until_equals_forward_for_every_layer(

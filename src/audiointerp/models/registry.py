@@ -101,9 +101,9 @@ def build(name: str, num_classes: Optional[int] = None, checkpoint: str | Path |
     """Build the network `name` (features in, outputs out), optionally loading local weights."""
     spec = model_spec(name)
     _check_params(f"model {name!r}", spec.builder, params)
-    takes_classes = "num_classes" in inspect.signature(spec.builder).parameters
-    if takes_classes:
-        if num_classes is None:
+    takes_classes = inspect.signature(spec.builder).parameters.get("num_classes")
+    if takes_classes is not None:
+        if num_classes is None and takes_classes.default is inspect.Parameter.empty:
             raise ConfigError(f"model {name!r} needs num_classes")
         model = spec.builder(num_classes=num_classes, **params)
     else:
