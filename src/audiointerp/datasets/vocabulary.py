@@ -493,3 +493,16 @@ def manifest_words(manifest: Manifest, source: str = "description", *, lemmatize
     """:func:`row_words` of every row of ``manifest``."""
     lem = get_lemmatizer(lemmatizer).name if lemmatize else "auto"
     return [row_words(manifest, r, source, lemmatize=lemmatize, lemmatizer=lem) for r in manifest.rows]
+
+
+AUDIO_CONCEPTS = Path(__file__).parent / "data" / "audio_concepts.txt"
+
+
+def audio_concepts(path: str | Path | None = None) -> list[str]:
+    """A concept vocabulary: one word or phrase per line, `#` comments and blank lines skipped, duplicates
+    dropped. Default: the project's own audio-concept vocabulary (sources, materials, actions, qualities)."""
+    source = Path(path) if path is not None else AUDIO_CONCEPTS
+    if not source.is_file():
+        raise FileNotFoundError(f"vocabulary file {source} not found")
+    lines = (line.strip().lower() for line in source.read_text(encoding="utf-8").splitlines())
+    return _unique(line for line in lines if line and not line.startswith("#"))
