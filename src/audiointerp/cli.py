@@ -185,6 +185,38 @@ def _analyze_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_concepts(args: argparse.Namespace) -> int:
+    from audiointerp.analysis import ActivationStore
+    from audiointerp.analysis.concepts import ConceptSettings, analyse, concepts_figure, word_vector_dictionary, write_concepts
+    from audiointerp.analysis.tracking import analysis_tracking
+    from audiointerp.datasets.embeddings import glove_6b_50d, load_word_vectors
+    from audiointerp.datasets.vocabulary import audio_concepts
+
+    store = ActivationStore(args.store)
+    vectors = glove_6b_50d() if args.vectors == "glove-6b-50d" else load_word_vectors(args.vectors)
+    vocabulary, dictionary = word_vector_dictionary(audio_concepts(args.vocabulary), vectors)
+    settings = ConceptSettings(layer=args.layer, l1s=args.l1, report_l1=args.report_l1, top=args.top, factor=args.factor)
+    result = analyse(store, vocabulary, dictionary, settings)
+    out = Path(args.out or Path(args.store) / "concepts")
+    write_concepts(result, store, out, settings)
+    tracking = analysis_tracking(out, f"concepts-{Path(args.store).name}", {**vars(settings), "vectors": args.vectors},
+                                 args.tracking)
+    for step, row in enumerate(result["rows"]):
+        tracking.log({f"concepts/{k}": v for k, v in row.items()}, step, float(step))
+    tracking.log_figures({"concepts": concepts_figure(result, args.factor)}, len(result["rows"]), "concepts")
+    tracking.finish()
+    print(f"{result['concepts']} concepts with vectors, {result['sounds']} sounds")
+    for row in result["rows"]:
+        accuracy = f", {args.factor} accuracy {row['sparse_accuracy']:.3f}" if "sparse_accuracy" in row else ""
+        print(f"l1 {row['l1']:g}: {row['nonzero']:.1f} concepts per sound, reconstruction cosine {row['cosine']:.3f}{accuracy}")
+    if result["dense_accuracy"] is not None:
+        print(f"dense embeddings: {args.factor} accuracy {result['dense_accuracy']:.3f}")
+    for index, top in list(enumerate(result["top"]))[:5]:
+        print(f"sound {index}: " + ", ".join(f"{name} ({weight:.2f})" for name, weight in top))
+    print(f"wrote {out}")
+    return 0
+
+
 def _listen(args: argparse.Namespace) -> int:
     from audiointerp.evaluation.listening import listening_page
 
@@ -340,6 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the baseline split, the folds and the bootstrap")
     _analysis_outputs(p, "STORE/probe-FACTOR")
     p.set_defaults(func=_analyze_probe)
+
+    p = analyze.add_parser("concepts", help="sparse non-negative concept decompositions of stored embeddings (SpLiCE)")
+    p.add_argument("store", type=Path, help="an activation store whose --layer lives in the word vectors' space "
+                   "(e.g. a semDNN's output)")
+    p.add_argument("--layer", required=True, help="the layer of audio embeddings")
+    p.add_argument("--vocabulary", type=Path, help="concepts, one per line (default: the shipped audio vocabulary)")
+    p.add_argument("--encoder", choices=("word-vectors",), default="word-vectors", help="how concepts are embedded")
+    p.add_argument("--vectors", default="glove-6b-50d", help="glove-6b-50d (audiointerp[glove]) or a word-vector file")
+    p.add_argument("--l1", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.15], help="sparsity penalties")
+    p.add_argument("--report-l1", type=float, default=0.05, help="the l1 whose top concepts are listed")
+    p.add_argument("--top", type=int, default=5, help="concepts listed per sound")
+    p.add_argument("--factor", help="a clip-table column probed from sparse weights and dense embeddings")
+    _analysis_outputs(p, "STORE/concepts")
+    p.set_defaults(func=_analyze_concepts)
 
     p = sub.add_parser("listen", help="one page of originals and each autoencoder export's reconstructions")
     p.add_argument("exports", nargs="+", type=Path, help="export folders of ae_finetune or reconstruction runs")

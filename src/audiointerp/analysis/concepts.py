@@ -1,0 +1,137 @@
+"""`audiointerp analyze concepts`: sparse concept decompositions of stored embeddings (Zhang, Thomaz & Lu 2025).
+
+The audio embeddings are a store layer (one vector per clip; patches are averaged). The dictionary holds the
+text embeddings of a concept vocabulary, from word vectors (a phrase is the normalised mean of its words'
+vectors; concepts with a word that has no vector are left out). Both are prepared as SpLiCE does
+(`evaluation.concepts.prepare`), then decomposed at each l1. Reported per l1: mean number of concepts and
+reconstruction cosine, and the cross-validated accuracy of a linear probe of a clip-table factor on the sparse
+concept weights against the same probe on the dense embeddings.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from audiointerp.analysis.store import ActivationStore, StoreError
+from audiointerp.evaluation.concepts import decompose, prepare, reconstruction_cosine, top_concepts
+
+
+@dataclass
+class ConceptSettings:
+    layer: str  # the store layer holding the audio embeddings
+    l1s: Sequence[float] = field(default_factory=lambda: [0.0, 0.01, 0.05, 0.1, 0.15])  # sparsity penalties
+    report_l1: float = 0.05  # the l1 whose top concepts are listed per sound
+    top: int = 5  # concepts listed per sound
+    factor: Optional[str] = None  # a clip-table column probed from sparse weights and from dense embeddings
+    folds: int = 5  # cross-validation folds of that probe
+    seed: int = 0
+
+
+def word_vector_dictionary(vocabulary: Sequence[str], vectors) -> tuple[list[str], np.ndarray]:
+    """(the concepts whose every word has a vector, their vectors [K, d]) from `WordVectors`; a phrase is the
+    normalised mean of its words' vectors."""
+    from audiointerp.datasets.embeddings import embed_words
+
+    kept, rows = [], []
+    for concept in vocabulary:
+        vector, missing = embed_words(vectors, concept.split(), mode="mean", warn=False)
+        if vector is not None and not missing:
+            kept.append(concept)
+            rows.append(vector)
+    if not kept:
+        raise StoreError("no concept of the vocabulary has a word vector")
+    return kept, np.stack(rows)
+
+
+def clip_embeddings(store: ActivationStore, layer: str) -> np.ndarray:
+    """One vector per clip: the layer's activation, its patches averaged when it has some."""
+    values = store.load(layer)
+    if values.ndim > 2:  # [N, patches, d] (or wider): average every axis but the last
+        values = values.reshape(len(values), -1, values.shape[-1]).mean(1)
+    return values.astype(np.float64)
+
+
+def probe_accuracy(x: np.ndarray, labels: np.ndarray, settings: ConceptSettings) -> float:
+    """Cross-validated accuracy of a logistic-regression probe of `labels` from `x`."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    folds = StratifiedKFold(settings.folds, shuffle=True, random_state=settings.seed)
+    return float(cross_val_score(model, x, labels, cv=folds).mean())
+
+
+def analyse(store: ActivationStore, vocabulary: Sequence[str], dictionary: np.ndarray,
+            settings: ConceptSettings) -> dict[str, Any]:
+    """The sweep over l1 (rows), the top concepts per sound at `report_l1`, and the dense probe accuracy."""
+    embeddings = clip_embeddings(store, settings.layer)
+    if embeddings.shape[1] != dictionary.shape[1]:
+        raise StoreError(f"layer {settings.layer} has {embeddings.shape[1]} dimensions, the concepts' embeddings "
+                         f"{dictionary.shape[1]}: the layer must live in the text encoder's space")
+    audio, _ = prepare(embeddings)
+    text, _ = prepare(dictionary)
+    labels = store.column(settings.factor) if settings.factor else None
+    rows, tops = [], []
+    for l1 in sorted(set([*settings.l1s, settings.report_l1])):
+        weights = decompose(audio, text, l1)
+        cosine = reconstruction_cosine(audio, weights, text)
+        row = {"l1": l1, "nonzero": float((weights > 0).sum(1).mean()), "cosine": float(cosine.mean())}
+        if labels is not None:
+            row["sparse_accuracy"] = probe_accuracy(weights, labels, settings)
+        rows.append(row)
+        if l1 == settings.report_l1:
+            tops = top_concepts(weights, vocabulary, settings.top)
+    dense = probe_accuracy(audio, labels, settings) if labels is not None else None
+    return {"rows": rows, "top": tops, "dense_accuracy": dense, "concepts": len(vocabulary), "sounds": len(audio)}
+
+
+def concepts_figure(result: dict[str, Any], factor: Optional[str] = None):
+    """Reconstruction cosine against sparsity, and (with a factor) probe accuracy of sparse weights against l1."""
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    panels = 2 if result["dense_accuracy"] is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.5), squeeze=False)
+    ax = axes[0][0]
+    ax.plot([r["nonzero"] for r in rows], [r["cosine"] for r in rows], marker="o")
+    for r in rows:
+        ax.annotate(f"l1={r['l1']:g}", (r["nonzero"], r["cosine"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("concepts per sound (mean, log scale)")
+    ax.set_ylabel("reconstruction cosine")
+    ax.grid(alpha=0.3)
+    if panels == 2:
+        ax = axes[0][1]
+        ax.plot([r["l1"] for r in rows], [r["sparse_accuracy"] for r in rows], marker="o", label="sparse concept weights")
+        ax.axhline(result["dense_accuracy"], color="grey", linestyle="--", label="dense embeddings")
+        ax.set_xlabel("l1")
+        ax.set_ylabel(f"{factor} accuracy (linear probe, CV)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def write_concepts(result: dict[str, Any], store: ActivationStore, out: Path, settings: ConceptSettings) -> list[Path]:
+    """sparsity.csv, top_concepts.csv (a row per sound) and concepts.png in `out`."""
+    from audiointerp.evaluation.plots import save_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "sparsity.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(result["rows"][0]) + ["dense_accuracy"])
+        writer.writeheader()
+        writer.writerows({**row, "dense_accuracy": result["dense_accuracy"]} for row in result["rows"])
+    paths = store.column("path")
+    with open(out / "top_concepts.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "path", "l1", "concepts"])
+        writer.writerows([i, paths[i], settings.report_l1, "; ".join(f"{name} {weight:.3f}" for name, weight in top)]
+                         for i, top in enumerate(result["top"]))
+    figure = save_figure(concepts_figure(result, settings.factor), out / "concepts.png")
+    return [out / "sparsity.csv", out / "top_concepts.csv", figure]
