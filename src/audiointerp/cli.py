@@ -193,8 +193,19 @@ def _analyze_concepts(args: argparse.Namespace) -> int:
     from audiointerp.datasets.vocabulary import audio_concepts
 
     store = ActivationStore(args.store)
-    vectors = glove_6b_50d() if args.vectors == "glove-6b-50d" else load_word_vectors(args.vectors)
-    vocabulary, dictionary = word_vector_dictionary(audio_concepts(args.vocabulary), vectors)
+    concepts = audio_concepts(args.vocabulary)
+    if args.encoder == "clap":
+        from audiointerp.analysis.concepts import clap_dictionary
+        from audiointerp.models import build
+        from audiointerp.models.clap import load_pretrained
+
+        if not args.clap:
+            raise ValueError("--encoder clap needs --clap FOLDER (a local CLAP model with its processor)")
+        network = build("clap", pretrained=args.clap)
+        vocabulary, dictionary = clap_dictionary(concepts, network, load_pretrained(args.clap, "ClapProcessor").tokenizer)
+    else:
+        vectors = glove_6b_50d() if args.vectors == "glove-6b-50d" else load_word_vectors(args.vectors)
+        vocabulary, dictionary = word_vector_dictionary(concepts, vectors)
     settings = ConceptSettings(layer=args.layer, l1s=args.l1, report_l1=args.report_l1, top=args.top, factor=args.factor)
     result = analyse(store, vocabulary, dictionary, settings)
     out = Path(args.out or Path(args.store) / "concepts")
@@ -378,8 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. a semDNN's output)")
     p.add_argument("--layer", required=True, help="the layer of audio embeddings")
     p.add_argument("--vocabulary", type=Path, help="concepts, one per line (default: the shipped audio vocabulary)")
-    p.add_argument("--encoder", choices=("word-vectors",), default="word-vectors", help="how concepts are embedded")
+    p.add_argument("--encoder", choices=("word-vectors", "clap"), default="word-vectors",
+                   help="how concepts are embedded: word vectors, or CLAP's text tower (the store then holds CLAP's "
+                        "embedding layer)")
     p.add_argument("--vectors", default="glove-6b-50d", help="glove-6b-50d (audiointerp[glove]) or a word-vector file")
+    p.add_argument("--clap", help="with --encoder clap: a local CLAP folder (model and processor)")
     p.add_argument("--l1", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.15], help="sparsity penalties")
     p.add_argument("--report-l1", type=float, default=0.05, help="the l1 whose top concepts are listed")
     p.add_argument("--top", type=int, default=5, help="concepts listed per sound")

@@ -58,3 +58,24 @@ def test_the_command_writes_the_tables_and_figure(tmp_path: Path, capsys) -> Non
     assert (out / "top_concepts.csv").read_text().count("\n") == 201
     printed = capsys.readouterr().out
     assert "concepts with vectors" in printed and "dense embeddings: material accuracy" in printed
+
+
+def test_clap_text_embeddings_serve_as_the_dictionary(tmp_path: Path) -> None:
+    import pytest
+    import torch
+
+    pytest.importorskip("transformers")
+    from audiointerp.analysis.concepts import clap_dictionary
+    from audiointerp.models import build
+    from tests.models.test_clap import TINY, tokenizer
+
+    torch.manual_seed(0)
+    network = build("clap", config=TINY).eval()
+    vocabulary, dictionary = clap_dictionary(["glass", "wood", "metal"], network, tokenizer)
+    assert vocabulary == ["glass", "wood", "metal"] and dictionary.shape == (3, 8)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    store = ActivationStore(write_store(tmp_path / "clap", {"embedding": dictionary[labels] + 0.05 * rng.normal(size=(60, 8))},
+                                        {"path": [f"{i}.wav" for i in range(60)]}))
+    result = analyse(store, vocabulary, dictionary, ConceptSettings(layer="embedding", l1s=[0.0], report_l1=0.0))
+    assert np.mean([top[0][0] == vocabulary[v] for top, v in zip(result["top"], labels)]) > 0.9

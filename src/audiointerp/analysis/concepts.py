@@ -2,7 +2,8 @@
 
 The audio embeddings are a store layer (one vector per clip; patches are averaged). The dictionary holds the
 text embeddings of a concept vocabulary, from word vectors (a phrase is the normalised mean of its words'
-vectors; concepts with a word that has no vector are left out). Both are prepared as SpLiCE does
+vectors; concepts with a word that has no vector are left out) or from CLAP's text tower (the store then holds
+CLAP's `embedding` layer). Both are prepared as SpLiCE does
 (`evaluation.concepts.prepare`), then decomposed at each l1. Reported per l1: mean number of concepts and
 reconstruction cosine, and the cross-validated accuracy of a linear probe of a clip-table factor on the sparse
 concept weights against the same probe on the dense embeddings.
@@ -50,6 +51,11 @@ def word_vector_dictionary(vocabulary: Sequence[str], vectors) -> tuple[list[str
     if not kept:
         raise StoreError("no concept of the vocabulary has a word vector")
     return kept, np.stack(rows)
+
+
+def clap_dictionary(vocabulary: Sequence[str], network, tokenizer) -> tuple[list[str], np.ndarray]:
+    """(the vocabulary, its CLAP text embeddings [K, D]) through a `CLAPAudio` network's text tower."""
+    return list(vocabulary), network.text_embeddings(list(vocabulary), tokenizer)
 
 
 def clip_embeddings(store: ActivationStore, layer: str) -> np.ndarray:

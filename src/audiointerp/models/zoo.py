@@ -1,6 +1,6 @@
 """Imports every model and front-end module so that their registrations run."""
 
-from audiointerp.models import archisound, beats, dymn, passt, small_cnn, yamnet  # noqa: F401
+from audiointerp.models import archisound, beats, clap, dymn, passt, small_cnn, yamnet  # noqa: F401
 from audiointerp.models.efficientat import EfficientATMel
 from audiointerp.models.frontends import LogMel
 from audiointerp.models.registry import register_frontend
