@@ -19,8 +19,9 @@ def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: P
     figures = [t for t in targets if t.endswith(".png")]
     audio = [t for t in targets if t.endswith(".wav")]
     manipulated = (out / "latent" / "manipulation" / "manipulation.png").is_file()  # tiny, untrained: maybe no triplets
-    # classifier 3, semantic comparison 3, autoencoder 3, latent: decoding, scatter, flow curves (and the bars)
-    assert len(figures) == 12 + manipulated
+    # classifier 3, semantic comparison 3, autoencoder 3, latent: decoding, scatter, flow curves (and the bars),
+    # probing: RSA, probe, concepts
+    assert len(figures) == 15 + manipulated
     assert len(audio) >= 24 + 8 + 6 * 3  # classes, predictions, listening (original, before, after)
     for target in targets:
         assert (out / target).is_file(), target
@@ -33,6 +34,8 @@ def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: P
     for name in ("quickstart-mn", "quickstart-ae-before", "quickstart-ae-after"):
         assert (next((out / "runs" / name).iterdir()) / "export" / "manifest.json").is_file(), name
     assert "Latent factors" in markdown and "| material |" in markdown
+    assert "Probing: RSA, transfer probes, concepts" in markdown and "| transfer |" in markdown
+    assert (out / "probing" / "concepts" / "top_concepts.csv").is_file()
     assert (out / "store" / "store.json").is_file() and (out / "latent" / "decoding" / "decoding.csv").is_file()
     assert (next((out / "runs" / "quickstart-flow").iterdir()) / "export" / "arrays.safetensors").is_file()
     run = next((out / "runs" / "quickstart-classifier").iterdir())

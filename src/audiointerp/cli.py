@@ -142,7 +142,7 @@ def _analyze_rsa(args: argparse.Namespace) -> int:
     for folder in args.stores:
         store = ActivationStore(folder)
         ids = sound_ids(store, args.id_column)
-        clips = select_sounds(args.target, ids)
+        clips = select_sounds(args.target, ids, args.max_sounds, args.seed)
         targets = build_targets(args.target, store, clips, [ids[i] for i in clips], args.average)
         spectrogram = EuclideanBlocks(spectrogram_features(store, clips, progress=not args.quiet)) if args.spectrogram else None
         rows += rsa(store, targets, clips, settings, spectrogram, progress=not args.quiet)
@@ -167,7 +167,8 @@ def _analyze_probe(args: argparse.Namespace) -> int:
 
     settings = ProbeSettings(factor=args.factor, train_where=args.train_where, test_where=args.test_where,
                              layers=args.layers.split(",") if args.layers else None, cs=args.cs,
-                             inner_folds=args.inner_folds, bootstrap=args.bootstrap, seed=args.seed)
+                             inner_folds=args.inner_folds, bootstrap=args.bootstrap, max_sounds=args.max_sounds,
+                             seed=args.seed)
     rows = probe(ActivationStore(args.store), settings, progress=not args.quiet)
     out = Path(args.out or Path(args.store) / f"probe-{args.factor}")
     title = f"{args.factor}: train {args.train_where}, test {args.test_where}" if args.train_where else args.factor
@@ -203,6 +204,11 @@ def _analyze_concepts(args: argparse.Namespace) -> int:
             raise ValueError("--encoder clap needs --clap FOLDER (a local CLAP model with its processor)")
         network = build("clap", pretrained=args.clap)
         vocabulary, dictionary = clap_dictionary(concepts, network, load_pretrained(args.clap, "ClapProcessor").tokenizer)
+    elif Path(args.vectors).is_dir():  # a semDNN run or export: its own dictionary and tokenizer
+        from audiointerp.analysis.concepts import run_vectors
+
+        vectors, words = run_vectors(args.vectors)
+        vocabulary, dictionary = word_vector_dictionary(concepts, vectors, words)
     else:
         vectors = glove_6b_50d() if args.vectors == "glove-6b-50d" else load_word_vectors(args.vectors)
         vocabulary, dictionary = word_vector_dictionary(concepts, vectors)
@@ -367,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: path, by its file name without extension)")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples of the sounds for 95%% intervals (0: none)")
     p.add_argument("--block-size", type=int, default=1024, help="sounds per block of the upper triangle")
-    p.add_argument("--seed", type=int, default=0, help="the bootstrap resamples")
+    p.add_argument("--max-sounds", type=int, help="at most this many sounds, drawn at random (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="the sound sample and the bootstrap resamples")
     _analysis_outputs(p, "the first STORE/rsa")
     p.set_defaults(func=_analyze_rsa)
 
@@ -380,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cs", type=int, default=10, help="C values tried by the inner cross-validation (default 10)")
     p.add_argument("--inner-folds", type=int, default=5, help="inner cross-validation folds (default 5)")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples of the test sounds for 95%% intervals")
-    p.add_argument("--seed", type=int, default=0, help="the baseline split, the folds and the bootstrap")
+    p.add_argument("--max-sounds", type=int, help="draw at most this many sounds at random first (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="the sound sample, the baseline split, the folds, the bootstrap")
     _analysis_outputs(p, "STORE/probe-FACTOR")
     p.set_defaults(func=_analyze_probe)
 
@@ -392,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", choices=("word-vectors", "clap"), default="word-vectors",
                    help="how concepts are embedded: word vectors, or CLAP's text tower (the store then holds CLAP's "
                         "embedding layer)")
-    p.add_argument("--vectors", default="glove-6b-50d", help="glove-6b-50d (audiointerp[glove]) or a word-vector file")
+    p.add_argument("--vectors", default="glove-6b-50d", help="glove-6b-50d (audiointerp[glove]), a word-vector file, or "
+                   "a semDNN run or export folder (its own dictionary)")
     p.add_argument("--clap", help="with --encoder clap: a local CLAP folder (model and processor)")
     p.add_argument("--l1", type=float, nargs="+", default=[0.0, 0.01, 0.05, 0.1, 0.15], help="sparsity penalties")
     p.add_argument("--report-l1", type=float, default=0.05, help="the l1 whose top concepts are listed")

@@ -9,7 +9,10 @@
 6. latent factors (Dick et al.): the classifier's layers over a larger set in an activation store, per-layer KNN
    decoding of material and action, the disentangling flow on the best layer, and the manipulation of its
    material and action blocks, measured on the classifier's logits;
-7. write `report.md` and a self-contained `report.html`, and print where everything is.
+7. probing (Bost et al.; Zhang et al.): RSA of the classifier's and semDNN's layers against the material and
+   action RDMs, a material probe trained on two actions and tested on the other two, and the concept
+   decomposition of semDNN's output over the shipped vocabulary;
+8. write `report.md` and a self-contained `report.html`, and print where everything is.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ AE_STEPS = 1000
 # per layer; a flow on the best layer; its material and action blocks moved and the classifier continued.
 LATENT_SEED, LATENT_CLIPS_PER_CLASS = 2, 200
 FLOW_EPOCHS = 100
+# The probing stage: RSA and probes on a random subset of the latent stage's clips.
+PROBING_SOUNDS, PROBING_BOOTSTRAP = 1200, 200
 LATENT_DECODE_INSTANCES = 1500  # clips decoded per layer (the paper: 3,000; half keeps the stage short)
 FLOW_OVERRIDES = (
     "experiment=quickstart-flow",
@@ -213,7 +218,47 @@ def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_cl
     track_manipulation(manipulation, folder / "manipulation", "quickstart-manipulate", asdict(settings), backend=tracking)
     return {"store": store, "decoding": decoding, "layers": layers, "best": best, "flow_cfg": cfg, "flow_run": flow.run_dir,
             "flow_metrics": json.loads((flow_export / "metrics.json").read_text()), "manipulation": manipulation,
-            "folder": folder}
+            "folder": folder, "manifest": manifest}
+
+
+def probing_stage(out: Path, latent: dict[str, Any], semdnn_run: Path, tracking: str) -> dict[str, Any]:
+    """RSA of the classifier's and semDNN's layers against the material and action RDMs, a material probe that
+    transfers across actions, and the concept decomposition of semDNN's output over the shipped vocabulary."""
+    from dataclasses import asdict
+
+    from audiointerp.analysis import ActivationStore, ExtractSettings, extract
+    from audiointerp.analysis.concepts import ConceptSettings, analyse, run_vectors, word_vector_dictionary, write_concepts
+    from audiointerp.analysis.probe import ProbeSettings, probe, write_probe
+    from audiointerp.analysis.rsa import RSASettings, build_targets, rsa, select_sounds, sound_ids, track_rsa, write_rsa
+    from audiointerp.datasets.vocabulary import audio_concepts
+    from audiointerp.train.export import load_export
+
+    folder = out / "probing"
+    semdnn_export = export_run(semdnn_run)
+    semdnn = ActivationStore(extract(ExtractSettings(model=str(semdnn_export), data=str(latent["manifest"]),
+                                                     layers=load_export(semdnn_export).network.layer_names(),
+                                                     dtype="float16"), out / "store-semdnn"))
+    targets = ["factor:material", "factor:action"]
+    rsa_settings = RSASettings(bootstrap=PROBING_BOOTSTRAP)
+    rows = []
+    for store in (latent["store"], semdnn):
+        ids = sound_ids(store)
+        clips = select_sounds(targets, ids, PROBING_SOUNDS)
+        rows += rsa(store, build_targets(targets, store, clips, [ids[i] for i in clips]), clips, rsa_settings)
+    write_rsa(rows, folder / "rsa")
+    track_rsa(rows, folder / "rsa", "quickstart-rsa", asdict(rsa_settings), tracking)
+    probe_settings = ProbeSettings("material", train_where="action in tapping,rubbing",
+                                   test_where="action in whirling,destructing", max_sounds=PROBING_SOUNDS, cs=5,
+                                   inner_folds=3, bootstrap=PROBING_BOOTSTRAP)
+    probe_rows = probe(latent["store"], probe_settings)
+    write_probe(probe_rows, folder / "probe", "material: trained on tapping and rubbing, tested on whirling and destructing")
+    vectors, words = run_vectors(semdnn_export)
+    vocabulary, dictionary = word_vector_dictionary(audio_concepts(), vectors, words)
+    concept_settings = ConceptSettings(layer="output", factor="material")
+    concepts = analyse(semdnn, vocabulary, dictionary, concept_settings)
+    write_concepts(concepts, semdnn, folder / "concepts", concept_settings)
+    return {"rsa": rows, "probe": probe_rows, "concepts": concepts, "concept_settings": concept_settings,
+            "vocabulary_size": len(vocabulary), "semdnn_store": semdnn, "folder": folder}
 
 
 def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str] = (), tracking: str = "wandb",
@@ -227,13 +272,13 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    print("[1/7] synthesizing the built-in impact-sound set", flush=True)
+    print("[1/8] synthesizing the built-in impact-sound set", flush=True)
     t0 = time.time()
     manifest = _dataset(out / "data", clips_per_class, DATA_SEED)
     test_manifest = _dataset(out / "data-test", max(4, clips_per_class // 4), TEST_SEED)
     timings["synthesize"] = time.time() - t0
 
-    print("[2/7] training the classifier task", flush=True)
+    print("[2/8] training the classifier task", flush=True)
     t0 = time.time()
     cfg = load_config("classifier", [*CLASSIFIER_OVERRIDES, f"data.source={manifest}", f"output_dir={out / 'runs'}",
                                      f"tracking.backend={tracking}", *overrides])
@@ -241,13 +286,13 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     run_dir = result.run_dir
     timings["train"] = time.time() - t0
 
-    print("[3/7] evaluating and exporting", flush=True)
+    print("[3/8] evaluating and exporting", flush=True)
     t0 = time.time()
     export_dir = export_run(run_dir)
     held_out = evaluate(export_dir, data=str(test_manifest), out_dir=run_dir / "eval" / "held-out")
     timings["evaluate + export"] = time.time() - t0
 
-    print("[4/7] semantic labels: semDNN against catDNN", flush=True)
+    print("[4/8] semantic labels: semDNN against catDNN", flush=True)
     t0 = time.time()
     vectors = "glove-6b-50d" if glove_installed() else "word2vec"
     semantic_runs = {}
@@ -260,20 +305,25 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     comparison = compare(list(semantic_runs.values()), [None, str(test_manifest)], comparison_dir, progress=False)
     timings["semantic (train semDNN + catDNN, compare)"] = time.time() - t0
 
-    print("[5/7] classifier-gradient autoencoder fine-tuning through a narrow EfficientAT mn", flush=True)
+    print("[5/8] classifier-gradient autoencoder fine-tuning through a narrow EfficientAT mn", flush=True)
     t0 = time.time()
     ae_stage = autoencoder_stage(out, manifest, tracking, mn_epochs, ae_steps)
     timings["autoencoder (train mn, fine-tune the autoencoder through it)"] = time.time() - t0
 
-    print("[6/7] latent factors: extract the classifier's layers, decode, train the flow, manipulate", flush=True)
+    print("[6/8] latent factors: extract the classifier's layers, decode, train the flow, manipulate", flush=True)
     t0 = time.time()
     latent = latent_stage(out, export_dir, tracking, latent_clips_per_class, flow_epochs)
     timings["latent (extract, decode, flow, manipulate)"] = time.time() - t0
 
-    print("[7/7] writing the report", flush=True)
+    print("[7/8] probing: RSA, a transfer probe, concept decompositions", flush=True)
+    t0 = time.time()
+    probing = probing_stage(out, latent, semantic_runs["semdnn"], tracking)
+    timings["probing (RSA, probe, concepts)"] = time.time() - t0
+
+    print("[8/8] writing the report", flush=True)
     best = json.loads((export_dir / "metrics.json").read_text())  # the exported (best) checkpoint's validation
     report = _write_report(out, run_dir, manifest, cfg, best, held_out.metrics, timings, time.time() - started,
-                           comparison, comparison_dir, vectors, ae_stage, latent)
+                           comparison, comparison_dir, vectors, ae_stage, latent, probing)
     print(f"""
 Done in {time.time() - started:.0f} s.
   report      {report.resolve()}
@@ -288,7 +338,8 @@ Done in {time.time() - started:.0f} s.
 
 def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str, float], held_out: dict[str, float],
                   timings: dict[str, float], total_seconds: float, comparison: list[dict[str, object]],
-                  comparison_dir: Path, vectors: str, ae_stage: dict[str, Any], latent: dict[str, Any]) -> Path:
+                  comparison_dir: Path, vectors: str, ae_stage: dict[str, Any], latent: dict[str, Any],
+                  probing: dict[str, Any]) -> Path:
     report = Report(out, "audiointerp quickstart",
                     "The built-in synthetic impact sounds (6 materials x 4 actions), a small log-mel CNN trained on "
                     "them with the one Accelerate trainer, evaluated on the validation fold and on a held-out set "
@@ -331,6 +382,7 @@ def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str
 
     _autoencoder_section(report, out, ae_stage)
     _latent_section(report, latent)
+    _probing_section(report, probing)
 
     export = report.section("Export", f"{run_dir / 'export'}: model.safetensors, config.yaml, labels.txt, "
                             "metrics.json and manifest.json (sha256 of every file). Load it with "
@@ -414,3 +466,37 @@ def _latent_section(report: Report, stage: dict[str, Any]) -> None:
                             "as expected"],
                            [[t["factor"], t["reference"], t["moved_to"], t["n"], t["mean_before"], t["mean_after"],
                              t["t"], t["p_bonferroni"], t["confirmed"]] for t in manipulation.tests]))
+
+
+def _probing_section(report: Report, stage: dict[str, Any]) -> None:
+    folder, concepts, settings = stage["folder"], stage["concepts"], stage["concept_settings"]
+    section = report.section(
+        "Probing: RSA, transfer probes, concepts",
+        f"RSA (Bost et al. 2024): cosine RDMs of every layer of the classifier and of semDNN over {PROBING_SOUNDS} of "
+        "the latent stage's clips, against the 0/1 ground-truth RDMs of material and of action (Spearman, bootstrap "
+        f"95 % intervals over sounds, {PROBING_BOOTSTRAP} resamples). Probe: L2 logistic regression per classifier "
+        "layer, C by inner cross-validation, trained on tapping and rubbing and tested on whirling and destructing, "
+        "against a random split of the same sizes (no transfer) and the majority class (chance). Concepts (Zhang, "
+        f"Thomaz & Lu 2025): semDNN's output decomposed over the {stage['vocabulary_size']} concepts of the shipped "
+        "vocabulary that its own dictionary can embed.")
+    section.figures.append((folder / "rsa" / "rsa.png", "RDM correlation against relative layer depth"))
+    best = {}
+    for row in stage["rsa"]:
+        key = (row["model"], row["target"])
+        if key not in best or row["spearman"] > best[key]["spearman"]:
+            best[key] = row
+    section.tables.append((["model", "target", "best layer", "Spearman", "95 % interval"],
+                           [[Path(str(r["model"])).name, r["target"], r["layer"], r["spearman"],
+                             f"[{r.get('spearman_low', float('nan')):.3f}, {r.get('spearman_high', float('nan')):.3f}]"]
+                            for r in best.values()]))
+    section.figures.append((folder / "probe" / "probe.png", "Material probe: transfer across actions"))
+    section.tables.append((["layer", "split", "accuracy", "chance"],
+                           [[r["layer"], r["split"], r["accuracy"], r["chance"]] for r in stage["probe"]]))
+    section.figures.append((folder / "concepts" / "concepts.png", "Concepts: reconstruction against sparsity, and a "
+                            "material probe on the sparse weights against the dense output"))
+    paths = stage["semdnn_store"].column("path")
+    materials, actions = stage["semdnn_store"].column("material"), stage["semdnn_store"].column("action")
+    shown = np.linspace(0, len(concepts["top"]) - 1, 6).astype(int)
+    section.tables.append((["sound", "material", "action", f"top concepts (l1 {settings.report_l1})"],
+                           [[Path(paths[i]).name, materials[i], actions[i],
+                             ", ".join(f"{name} ({weight:.2f})" for name, weight in concepts["top"][i])] for i in shown]))

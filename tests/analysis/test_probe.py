@@ -41,6 +41,9 @@ def test_conditions_select_the_right_sounds_and_transfer_splits_never_leak(tmp_p
     for train, test in parts.values():
         assert not np.intersect1d(train, test).size  # no sound is both trained and tested on
     assert [len(p) for p in parts["transfer"]] == [len(p) for p in parts["no transfer"]]  # same sizes
+    small = splits(store, ProbeSettings("material", train_where="action in tapping,rubbing",
+                                        test_where="action in whirling,destructing", max_sounds=100))
+    assert len(np.union1d(*small["transfer"])) <= 100 and not np.intersect1d(*small["no transfer"]).size
     with pytest.raises(StoreError, match="must not test on training sounds"):
         splits(store, ProbeSettings("material", train_where="action!=tapping", test_where="action!=rubbing"))
     with pytest.raises(StoreError, match="write column==value"):

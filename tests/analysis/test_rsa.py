@@ -133,3 +133,13 @@ def test_spectrogram_residuals_from_an_extracted_store(small_cnn_store: Path, tm
     with pytest.raises(Exception, match="records no data set"):
         spectrogram_features(ActivationStore(write_store(tmp_path / "bare", {"a": np.ones((4, 2))}, {"path": list("abcd")})),
                              np.arange(4))
+
+
+def test_a_random_subset_of_the_sounds() -> None:
+    from audiointerp.analysis.rsa import select_sounds
+
+    ids = [f"s{i}" for i in range(50)]
+    chosen = select_sounds(["factor:material"], ids, max_sounds=10, seed=3)
+    assert len(chosen) == 10 and (np.diff(chosen) > 0).all()
+    assert (chosen == select_sounds(["factor:material"], ids, max_sounds=10, seed=3)).all()
+    assert len(select_sounds(["factor:material"], ids)) == 50

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -37,20 +37,39 @@ class ConceptSettings:
     seed: int = 0
 
 
-def word_vector_dictionary(vocabulary: Sequence[str], vectors) -> tuple[list[str], np.ndarray]:
+def word_vector_dictionary(vocabulary: Sequence[str], vectors,
+                           words: Callable[[str], list[str]] = str.split) -> tuple[list[str], np.ndarray]:
     """(the concepts whose every word has a vector, their vectors [K, d]) from `WordVectors`; a phrase is the
-    normalised mean of its words' vectors."""
+    normalised mean of its words' vectors (`words` splits a phrase into them)."""
     from audiointerp.datasets.embeddings import embed_words
 
     kept, rows = [], []
     for concept in vocabulary:
-        vector, missing = embed_words(vectors, concept.split(), mode="mean", warn=False)
+        tokens = words(concept)
+        vector, missing = embed_words(vectors, tokens, mode="mean", warn=False) if tokens else (None, [])
         if vector is not None and not missing:
             kept.append(concept)
             rows.append(vector)
     if not kept:
         raise StoreError("no concept of the vocabulary has a word vector")
     return kept, np.stack(rows)
+
+
+def run_vectors(folder: str | Path) -> tuple[Any, Callable[[str], list[str]]]:
+    """The word vectors of a semDNN run or export (its dictionary, the space of its `output` layer) and the
+    tokenizer its words went through (the run's lemmatization, stop words dropped)."""
+    from audiointerp.datasets.embeddings import WordVectors
+    from audiointerp.datasets.vocabulary import tokenize
+    from audiointerp.train.checkpoint import load_arrays
+    from audiointerp.train.export import run_metadata
+
+    folder = Path(folder)
+    metadata, arrays = run_metadata(folder), load_arrays(folder)
+    if "vocabulary" not in metadata or "dictionary" not in arrays:
+        raise StoreError(f"{folder} is not a semDNN or catDNN run or export (no vocabulary and dictionary)")
+    vectors = WordVectors.from_arrays(metadata["vocabulary"], arrays["dictionary"].numpy(), source=str(folder))
+    lemmatize, lemmatizer = bool(metadata.get("lemmatize", False)), str(metadata.get("lemmatizer", "auto"))
+    return vectors, lambda phrase: tokenize(phrase, lemmatize=lemmatize, lemmatizer=lemmatizer)
 
 
 def clap_dictionary(vocabulary: Sequence[str], network, tokenizer) -> tuple[list[str], np.ndarray]:

@@ -62,6 +62,7 @@ class ProbeSettings:
     cs: int = 10  # C values tried, log-spaced from 1e-4 to 1e4 (LogisticRegressionCV)
     inner_folds: int = 5  # inner cross-validation folds that choose C
     bootstrap: int = 1000  # resamples of the test sounds for the intervals
+    max_sounds: Optional[int] = None  # draw at most this many of the store's sounds at random first (None: all)
     max_iter: int = 1000  # solver iterations
     seed: int = 0  # the baseline split, the inner folds and the bootstrap
 
@@ -70,13 +71,17 @@ def splits(store: ActivationStore, settings: ProbeSettings) -> dict[str, tuple[n
     """{"transfer": (train, test), "no transfer": (train, test)} store indices; without conditions only the
     random split."""
     rng = np.random.default_rng(settings.seed)
+    universe = np.arange(len(store))
+    if settings.max_sounds is not None and settings.max_sounds < len(store):
+        universe = np.sort(rng.choice(universe, size=settings.max_sounds, replace=False))
     if settings.train_where is None or settings.test_where is None:
         if settings.train_where or settings.test_where:
             raise StoreError("give both --train-where and --test-where (or neither, for a random 80/20 split)")
-        order = rng.permutation(len(store))
+        order = rng.permutation(universe)
         cut = len(order) * 4 // 5
         return {"no transfer": (np.sort(order[:cut]), np.sort(order[cut:]))}
-    train, test = select(store, settings.train_where), select(store, settings.test_where)
+    train = np.intersect1d(select(store, settings.train_where), universe)
+    test = np.intersect1d(select(store, settings.test_where), universe)
     shared = np.intersect1d(train, test)
     if len(shared):
         raise StoreError(f"{len(shared)} sounds satisfy both conditions ({settings.train_where!r}, "

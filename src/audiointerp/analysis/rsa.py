@@ -363,8 +363,9 @@ def _file_ids(spec: str) -> Optional[set[str]]:
     return None
 
 
-def select_sounds(specs: Sequence[str], ids: Sequence[str]) -> np.ndarray:
-    """Store positions of the clips every target covers, in store order."""
+def select_sounds(specs: Sequence[str], ids: Sequence[str], max_sounds: Optional[int] = None, seed: int = 0) -> np.ndarray:
+    """Store positions of the clips every target covers, in store order (at most `max_sounds` of them, drawn at
+    random)."""
     keep = np.ones(len(ids), dtype=bool)
     for spec in specs:
         covered = _file_ids(spec)
@@ -375,7 +376,10 @@ def select_sounds(specs: Sequence[str], ids: Sequence[str]) -> np.ndarray:
                          "(do the target files' ids match the clips' file names? see --id-column)")
     if not keep.all():
         log.warning("RSA on the %d of %d clips that every target covers", int(keep.sum()), len(ids))
-    return np.flatnonzero(keep)
+    chosen = np.flatnonzero(keep)
+    if max_sounds is not None and len(chosen) > max_sounds:
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, size=max_sounds, replace=False))
+    return chosen
 
 
 def build_targets(specs: Sequence[str], store: ActivationStore, clips: np.ndarray, ids: Sequence[str],

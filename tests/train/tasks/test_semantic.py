@@ -130,3 +130,18 @@ def test_word2vec_on_a_corpus_the_user_gives(tiny_overrides: list[str], tmp_path
     data = task_class("semantic")(load_config("semdnn", [*overrides(tiny_overrides), f"task.word2vec_corpus={corpus}",
                                                          "task.balanced=false"])).build_data()
     assert set(data.metadata["vocabulary"]) <= {"tapping", "metal", "pipe", "knocking", "wood", "glass", "shattering", "loudly"}
+
+
+def test_a_semdnn_run_lends_its_dictionary_to_concept_decompositions(semantic_runs: dict[str, Path]) -> None:
+    """`analyze concepts --vectors RUN`: the run's own word vectors, concepts tokenized as its words were."""
+    import json
+
+    from audiointerp.analysis.concepts import run_vectors, word_vector_dictionary
+    from audiointerp.datasets.vocabulary import audio_concepts
+
+    vectors, words = run_vectors(semantic_runs["semdnn"])
+    run_words = json.loads((semantic_runs["semdnn"] / "metadata.json").read_text())["vocabulary"]
+    vocabulary, dictionary = word_vector_dictionary(audio_concepts(), vectors, words)
+    assert vocabulary and dictionary.shape == (len(vocabulary), vectors.matrix(run_words[:1]).shape[1])
+    assert all(all(w in run_words for w in words(concept)) for concept in vocabulary)
+    assert {"wood", "metal", "glass"} <= set(vocabulary)
