@@ -247,3 +247,21 @@ def test_gradients_reach_the_input_and_the_trainable_part(part: str) -> None:
             assert all(g is None for g in grads)
     with pytest.raises(ConfigError):
         wrapper.trainable("bottleneck")
+
+
+def test_encoder_taps_continue_to_the_latent_and_take_hub_checkpoints(tmp_path: Path) -> None:
+    from audiointerp.models.archisound import AutoencoderWrapper
+
+    torch.manual_seed(0)
+    encoder = build("autoencoder1d-at-v1-encoder", **TINY).eval()
+    assert encoder.layer_names() == ["patches", *(f"down{i}" for i in range(1, 7)), "latent"]
+    wave = torch.randn(2, 4800) * 0.1  # mono at 48 kHz: made stereo and padded inside
+    with torch.no_grad():
+        latent = encoder(wave)
+        torch.testing.assert_close(latent, AutoencoderWrapper(encoder.autoencoder, 48000, 48000).encode(wave))
+        for layer in encoder.layer_names():
+            torch.testing.assert_close(encoder.forward_from(encoder.forward_until(wave, layer), layer), latent, msg=layer)
+    hub = {f"autoencoder.{k}": v for k, v in tiny(seed=3).state_dict().items()}  # the hub file's key layout
+    torch.save(hub, tmp_path / "pytorch_model.bin")
+    loaded = build("autoencoder1d-at-v1-encoder", checkpoint=tmp_path / "pytorch_model.bin", **TINY).state_dict()
+    assert loaded.keys() == hub.keys() and all(torch.equal(loaded[k], v) for k, v in hub.items())

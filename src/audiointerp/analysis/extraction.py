@@ -73,9 +73,15 @@ def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[n
                                   checkpoint=settings.checkpoint)
         identity = {"model": settings.model, "network": settings.model,
                     "model_hash": sha256(Path(settings.checkpoint)) if settings.checkpoint else None}
+    from audiointerp.models.archisound import AutoencoderEncoder, AutoencoderWrapper, WaveformFrontend
+    from audiointerp.models.frontends import AudioPipeline
+
+    if isinstance(pipeline, AutoencoderWrapper) and not isinstance(pipeline, AutoencoderEncoder):
+        # an autoencoder export: its encoder's layers, at the rate its task fed it
+        encoder = AutoencoderEncoder(pipeline.autoencoder, pipeline.input_rate, pipeline.ae_rate)
+        pipeline = AudioPipeline(WaveformFrontend(pipeline.input_rate), encoder)
     if not hasattr(pipeline, "frontend") or not hasattr(getattr(pipeline, "network", None), "stages"):
-        raise StoreError(f"{settings.model} is not a front end + tapped network (an autoencoder export has no layers "
-                         "to extract)")
+        raise StoreError(f"{settings.model} is not a front end + tapped network: nothing to extract")
     frontend = pipeline.frontend
     identity["frontend"] = {"class": type(frontend).__name__, "sample_rate": int(frontend.sample_rate),
                             **{k: v for k, v in vars(frontend).items() if isinstance(v, (int, float, str, bool))

@@ -20,6 +20,7 @@ from torch import nn
 
 from audiointerp.errors import ConfigError
 from audiointerp.models.registry import load_weights, register_frontend, register_model
+from audiointerp.models.taps import Stage, TappedNetwork
 
 HUB_PREFIX = "autoencoder."  # the hub model keeps the AutoEncoder1d as `.autoencoder`
 WEIGHTS_HINT = (
@@ -214,3 +215,30 @@ class AutoencoderWrapper(nn.Module):
         x, ae_length = self._to_ae_input(waveform)
         y = self._from_ae_output(self.autoencoder.decode(self.autoencoder.encode(x)), ae_length, waveform.shape[-1])
         return y.unsqueeze(1) if waveform.dim() == 3 else y
+
+
+class AutoencoderEncoder(TappedNetwork, AutoencoderWrapper):
+    """The encoder half of an autoencoder with layer taps, for activation stores: waveforms at `input_rate` ->
+    latent [B, latent_channels, frames]. Taps: `patches` (after the patcher), `down1`..`downN` (each downsampling
+    block), `latent` (the output projection and the Tanh bottleneck: what the decoder receives). Keys are the
+    wrapper's (`autoencoder.encoder.*`, and the decoder's, unused), so hub files and exports load as they are."""
+
+    def stages(self) -> list[Stage]:
+        encoder = self.autoencoder.encoder
+        layers: list[Stage] = [("patches", lambda x: encoder.to_in(self._to_ae_input(x)[0]))]
+        layers += [(f"down{i + 1}", block) for i, block in enumerate(encoder.downsamples)]
+        layers.append(("latent", self._latent))
+        return layers
+
+    def _latent(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.autoencoder.encoder.to_out(x)
+        for bottleneck in self.autoencoder.encoder.bottlenecks:
+            x = bottleneck(x)
+        return x
+
+
+@register_model("autoencoder1d-at-v1-encoder", frontend="waveform", frontend_params={"sample_rate": 48000},
+                weights_hint=WEIGHTS_HINT)
+def autoencoder1d_at_v1_encoder(**params) -> AutoencoderEncoder:
+    """The encoder of `autoencoder1d-at-v1` (same parameters, same checkpoints) with taps, at 48 kHz."""
+    return AutoencoderEncoder(autoencoder1d_at_v1(**params), input_rate=48000, ae_rate=48000)

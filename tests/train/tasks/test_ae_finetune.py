@@ -134,3 +134,24 @@ def test_esc50_start_refuses_an_export_of_another_task(tiny_data: Path, tmp_path
     cfg = load_config("ae_finetune_mn10", [*overrides(tiny_data, tmp_path), "task.start=esc50"])
     with pytest.raises(ConfigError, match="task.start=esc50 needs model.checkpoint"):
         task_class("ae_finetune")(cfg).build_data()
+
+
+def test_an_autoencoder_export_gives_its_encoder_layers_to_a_store(tiny_data: Path, tmp_path: Path) -> None:
+    from audiointerp.analysis import ActivationStore, ExtractSettings, extract
+    from audiointerp.datasets import load_manifest
+    from audiointerp.datasets.manifest import ManifestDataset
+    from audiointerp.train.export import export_run, load_export
+
+    run = Trainer(load_config("reconstruction_esc50", [*reconstruction_overrides(tiny_data, tmp_path),
+                                                       "train.max_steps=1"])).fit()
+    exported = export_run(run.run_dir)
+    store = ActivationStore(extract(ExtractSettings(model=str(exported), data=str(tiny_data), layers=["down1", "latent"],
+                                                    chunk_size=64), tmp_path / "store", progress=False))
+    assert store.layers == ["down1", "latent"]
+    wrapper = load_export(exported)
+    manifest = load_manifest(str(tiny_data))
+    audio = ManifestDataset(manifest, sample_rate=wrapper.input_rate, seconds=None, train=False,
+                            classes=manifest.class_list("label"), progress=False)[7]["audio"]
+    with torch.no_grad():
+        expected = wrapper.encode(audio[None])  # the export's own encoder on the same clip
+    torch.testing.assert_close(torch.from_numpy(store.load("latent", [7])[0, 0]), expected[0], rtol=1e-4, atol=1e-5)
