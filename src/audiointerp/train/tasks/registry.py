@@ -23,6 +23,7 @@ def register_task(cls: type["Task"]) -> type["Task"]:
 def _ensure_tasks_imported() -> None:
     import audiointerp.train.tasks.ae_finetune  # noqa: F401
     import audiointerp.train.tasks.classifier  # noqa: F401
+    import audiointerp.train.tasks.concepts  # noqa: F401
     import audiointerp.train.tasks.flow  # noqa: F401
     import audiointerp.train.tasks.semantic  # noqa: F401
 
