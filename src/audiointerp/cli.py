@@ -162,8 +162,7 @@ def _analyze_probe(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from audiointerp.analysis import ActivationStore
-    from audiointerp.analysis.probe import ProbeSettings, probe, probe_figure, write_probe
-    from audiointerp.analysis.tracking import analysis_tracking
+    from audiointerp.analysis.probe import ProbeSettings, probe, track_probe, write_probe
 
     settings = ProbeSettings(factor=args.factor, train_where=args.train_where, test_where=args.test_where,
                              layers=args.layers.split(",") if args.layers else None, cs=args.cs,
@@ -173,11 +172,7 @@ def _analyze_probe(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.store) / f"probe-{args.factor}")
     title = f"{args.factor}: train {args.train_where}, test {args.test_where}" if args.train_where else args.factor
     write_probe(rows, out, title)
-    tracking = analysis_tracking(out, f"probe-{Path(args.store).name}-{args.factor}", asdict(settings), args.tracking)
-    for step, layer in enumerate(dict.fromkeys(row["layer"] for row in rows)):
-        tracking.log({f"probe/{row['split']}": row["accuracy"] for row in rows if row["layer"] == layer}, step, float(step))
-    tracking.log_figures({"probe": probe_figure(rows, title)}, len(rows), "probe")
-    tracking.finish()
+    track_probe(rows, out, f"probe-{Path(args.store).name}-{args.factor}", asdict(settings), title, args.tracking)
     for row in rows:
         interval = f" [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]" if "accuracy_low" in row else ""
         print(f"{row['layer']} {row['split']}: accuracy {row['accuracy']:.3f}{interval}, chance {row['chance']:.3f} "
@@ -188,8 +183,7 @@ def _analyze_probe(args: argparse.Namespace) -> int:
 
 def _analyze_concepts(args: argparse.Namespace) -> int:
     from audiointerp.analysis import ActivationStore
-    from audiointerp.analysis.concepts import ConceptSettings, analyse, concepts_figure, word_vector_dictionary, write_concepts
-    from audiointerp.analysis.tracking import analysis_tracking
+    from audiointerp.analysis.concepts import ConceptSettings, analyse, track_concepts, word_vector_dictionary, write_concepts
     from audiointerp.datasets.embeddings import glove_6b_50d, load_word_vectors
     from audiointerp.datasets.vocabulary import audio_concepts
 
@@ -216,12 +210,8 @@ def _analyze_concepts(args: argparse.Namespace) -> int:
     result = analyse(store, vocabulary, dictionary, settings)
     out = Path(args.out or Path(args.store) / "concepts")
     write_concepts(result, store, out, settings)
-    tracking = analysis_tracking(out, f"concepts-{Path(args.store).name}", {**vars(settings), "vectors": args.vectors},
-                                 args.tracking)
-    for step, row in enumerate(result["rows"]):
-        tracking.log({f"concepts/{k}": v for k, v in row.items()}, step, float(step))
-    tracking.log_figures({"concepts": concepts_figure(result, args.factor)}, len(result["rows"]), "concepts")
-    tracking.finish()
+    track_concepts(result, out, f"concepts-{Path(args.store).name}", {**vars(settings), "vectors": args.vectors},
+                   args.factor, args.tracking)
     print(f"{result['concepts']} concepts with vectors, {result['sounds']} sounds")
     for row in result["rows"]:
         accuracy = f", {args.factor} accuracy {row['sparse_accuracy']:.3f}" if "sparse_accuracy" in row else ""

@@ -227,8 +227,15 @@ def probing_stage(out: Path, latent: dict[str, Any], semdnn_run: Path, tracking:
     from dataclasses import asdict
 
     from audiointerp.analysis import ActivationStore, ExtractSettings, extract
-    from audiointerp.analysis.concepts import ConceptSettings, analyse, run_vectors, word_vector_dictionary, write_concepts
-    from audiointerp.analysis.probe import ProbeSettings, probe, write_probe
+    from audiointerp.analysis.concepts import (
+        ConceptSettings,
+        analyse,
+        run_vectors,
+        track_concepts,
+        word_vector_dictionary,
+        write_concepts,
+    )
+    from audiointerp.analysis.probe import ProbeSettings, probe, track_probe, write_probe
     from audiointerp.analysis.rsa import RSASettings, build_targets, rsa, select_sounds, sound_ids, track_rsa, write_rsa
     from audiointerp.datasets.vocabulary import audio_concepts
     from audiointerp.train.export import load_export
@@ -251,12 +258,15 @@ def probing_stage(out: Path, latent: dict[str, Any], semdnn_run: Path, tracking:
                                    test_where="action in whirling,destructing", max_sounds=PROBING_SOUNDS, cs=5,
                                    inner_folds=3, bootstrap=PROBING_BOOTSTRAP)
     probe_rows = probe(latent["store"], probe_settings)
-    write_probe(probe_rows, folder / "probe", "material: trained on tapping and rubbing, tested on whirling and destructing")
+    title = "material: trained on tapping and rubbing, tested on whirling and destructing"
+    write_probe(probe_rows, folder / "probe", title)
+    track_probe(probe_rows, folder / "probe", "quickstart-probe", asdict(probe_settings), title, tracking)
     vectors, words = run_vectors(semdnn_export)
     vocabulary, dictionary = word_vector_dictionary(audio_concepts(), vectors, words)
     concept_settings = ConceptSettings(layer="output", factor="material")
     concepts = analyse(semdnn, vocabulary, dictionary, concept_settings)
     write_concepts(concepts, semdnn, folder / "concepts", concept_settings)
+    track_concepts(concepts, folder / "concepts", "quickstart-concepts", asdict(concept_settings), "material", tracking)
     return {"rsa": rows, "probe": probe_rows, "concepts": concepts, "concept_settings": concept_settings,
             "vocabulary_size": len(vocabulary), "semdnn_store": semdnn, "folder": folder}
 

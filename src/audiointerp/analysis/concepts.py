@@ -160,3 +160,15 @@ def write_concepts(result: dict[str, Any], store: ActivationStore, out: Path, se
                          for i, top in enumerate(result["top"]))
     figure = save_figure(concepts_figure(result, settings.factor), out / "concepts.png")
     return [out / "sparsity.csv", out / "top_concepts.csv", figure]
+
+
+def track_concepts(result: dict[str, Any], out: Path, name: str, settings: dict, factor: Optional[str] = None,
+                   backend: str = "wandb") -> None:
+    """Log the sweep (one step per l1) and the figure to a W&B run of job type `analysis`."""
+    from audiointerp.analysis.tracking import analysis_tracking
+
+    tracking = analysis_tracking(out, name, settings, backend)
+    for step, row in enumerate(result["rows"]):
+        tracking.log({f"concepts/{k}": v for k, v in row.items()}, step, float(step))
+    tracking.log_figures({"concepts": concepts_figure(result, factor)}, len(result["rows"]), "concepts")
+    tracking.finish()

@@ -174,3 +174,15 @@ def write_probe(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[
         writer.writeheader()
         writer.writerows(rows)
     return [out / "probe.csv", save_figure(probe_figure(rows, title), out / "probe.png")]
+
+
+def track_probe(rows: list[dict[str, Any]], out: Path, name: str, settings: dict, title: str = "",
+                backend: str = "wandb") -> None:
+    """Log the accuracies (one step per layer) and the figure to a W&B run of job type `analysis`."""
+    from audiointerp.analysis.tracking import analysis_tracking
+
+    tracking = analysis_tracking(out, name, settings, backend)
+    for step, layer in enumerate(dict.fromkeys(row["layer"] for row in rows)):
+        tracking.log({f"probe/{row['split']}": row["accuracy"] for row in rows if row["layer"] == layer}, step, float(step))
+    tracking.log_figures({"probe": probe_figure(rows, title)}, len(rows), "probe")
+    tracking.finish()
