@@ -167,7 +167,7 @@ def _analyze_probe(args: argparse.Namespace) -> int:
     settings = ProbeSettings(factor=args.factor, train_where=args.train_where, test_where=args.test_where,
                              layers=args.layers.split(",") if args.layers else None, cs=args.cs,
                              inner_folds=args.inner_folds, bootstrap=args.bootstrap, max_sounds=args.max_sounds,
-                             seed=args.seed)
+                             max_iter=args.max_iter, seed=args.seed)
     rows = probe(ActivationStore(args.store), settings, progress=not args.quiet)
     out = Path(args.out or Path(args.store) / f"probe-{args.factor}")
     title = f"{args.factor}: train {args.train_where}, test {args.test_where}" if args.train_where else args.factor
@@ -376,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layers (default: all)")
     p.add_argument("--cs", type=int, default=10, help="C values tried by the inner cross-validation (default 10)")
     p.add_argument("--inner-folds", type=int, default=5, help="inner cross-validation folds (default 5)")
+    p.add_argument("--max-iter", type=int, default=1000, help="solver iterations per fit (default 1000)")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples of the test sounds for 95%% intervals")
     p.add_argument("--max-sounds", type=int, help="draw at most this many sounds at random first (default: all)")
     p.add_argument("--seed", type=int, default=0, help="the sound sample, the baseline split, the folds, the bootstrap")

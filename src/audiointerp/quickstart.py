@@ -256,7 +256,7 @@ def probing_stage(out: Path, latent: dict[str, Any], semdnn_run: Path, tracking:
     track_rsa(rows, folder / "rsa", "quickstart-rsa", asdict(rsa_settings), tracking)
     probe_settings = ProbeSettings("material", train_where="action in tapping,rubbing",
                                    test_where="action in whirling,destructing", max_sounds=PROBING_SOUNDS, cs=5,
-                                   inner_folds=3, bootstrap=PROBING_BOOTSTRAP)
+                                   inner_folds=3, bootstrap=PROBING_BOOTSTRAP, max_iter=100)
     probe_rows = probe(latent["store"], probe_settings)
     title = "material: trained on tapping and rubbing, tested on whirling and destructing"
     write_probe(probe_rows, folder / "probe", title)

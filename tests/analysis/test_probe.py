@@ -75,3 +75,19 @@ def test_the_command_writes_the_table_and_figure(tmp_path: Path, capsys) -> None
                  "--tracking", "none", "--quiet"]) == 0
     assert (out / "probe.csv").read_text().count("\n") == 1 + 3 * 2 and (out / "probe.png").is_file()
     assert "shared transfer: accuracy" in capsys.readouterr().out
+
+
+def test_the_row_space_basis_leaves_an_l2_logistic_regression_unchanged() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from audiointerp.analysis.probe import row_space
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 40)
+    x = rng.normal(size=(60, 300)) + rng.normal(size=(3, 300))[np.r_[labels, rng.integers(0, 3, 20)]]
+    train, test = x[:40], x[40:]
+    small_train, small_test = row_space(train, test)
+    assert small_train.shape == (40, 40) and small_test.shape == (20, 40)
+    wide = LogisticRegression(C=0.1, max_iter=5000, tol=1e-10).fit(train, labels)
+    narrow = LogisticRegression(C=0.1, max_iter=5000, tol=1e-10).fit(small_train, labels)
+    np.testing.assert_allclose(narrow.predict_proba(small_test), wide.predict_proba(test), atol=1e-5)

@@ -1,7 +1,9 @@
 """`audiointerp analyze probe`: linear probes per layer, with transfer across a property (Bost et al. 2024).
 
 Per layer: L2-regularised multinomial logistic regression on the standardised activations, C chosen by inner
-cross-validation on the training sounds (`LogisticRegressionCV`). The training sounds are those where
+cross-validation on the training sounds (`LogisticRegressionCV`). Wide layers are first written in a basis of
+the training sounds' span (`row_space`): an exact change of coordinates for an L2-penalised model, which makes the
+solver's cost depend on the number of sounds rather than the layer's width. The training sounds are those where
 `train_where` holds, the test sounds those where `test_where` holds (e.g. train on hollow objects, test on solid
 ones); the two sets must not share a sound. The no-transfer baseline trains and tests on a random split of the
 same sizes drawn from both sets together. Chance is the accuracy of always answering the training set's
@@ -23,7 +25,6 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
@@ -93,6 +94,18 @@ def splits(store: ActivationStore, settings: ProbeSettings) -> dict[str, tuple[n
     return {"transfer": (train, test), "no transfer": (np.sort(pool[:len(train)]), np.sort(pool[len(train):]))}
 
 
+def row_space(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets in coordinates of an orthonormal basis of the training rows' span, when there are fewer rows than
+    features. An L2-penalised linear model's weights lie in that span (representer theorem), so its fit and its
+    predictions are unchanged, and the solver works in n instead of d dimensions."""
+    if train.shape[1] <= train.shape[0]:
+        return train, test
+    values, vectors = np.linalg.eigh(train @ train.T)  # the Gram matrix: one product, cheaper than an SVD
+    keep = values > values.max() * 1e-12
+    scale = vectors[:, keep] / np.sqrt(values[keep])  # basis = train^T U L^(-1/2), orthonormal
+    return train @ train.T @ scale, test @ train.T @ scale
+
+
 def probe_layer(x: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
                 settings: ProbeSettings) -> dict[str, Any]:
     """Fit on `train`, score on `test` (positions into x): accuracy, its interval, chance, and the chosen C."""
@@ -100,19 +113,20 @@ def probe_layer(x: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.n
     if len(classes) < 2:
         raise StoreError(f"the training sounds hold a single {settings.factor}: nothing to learn")
     folds = min(settings.inner_folds, int(np.unique(labels[train], return_counts=True)[1].min()))
-    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=settings.cs, cv=max(2, folds), scoring="accuracy",
-                                                                 max_iter=settings.max_iter, random_state=settings.seed,
-                                                                 **L2_ONLY))
+    scaler = StandardScaler().fit(x[train])
+    x_train, x_test = row_space(scaler.transform(x[train]), scaler.transform(x[test]))
+    model = LogisticRegressionCV(Cs=settings.cs, cv=max(2, folds), scoring="accuracy", max_iter=settings.max_iter,
+                                 random_state=settings.seed, **L2_ONLY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x[train], labels[train])
-    correct = model.predict(x[test]) == labels[test]
+        model.fit(x_train, labels[train])
+    correct = model.predict(x_test) == labels[test]
     values, counts = np.unique(labels[train], return_counts=True)
     majority = values[counts.argmax()]
     rng = np.random.default_rng(settings.seed)
     resampled = [correct[rng.integers(0, len(correct), len(correct))].mean() for _ in range(settings.bootstrap)]
     out = {"accuracy": float(correct.mean()), "chance": float((labels[test] == majority).mean()),
-           "C": float(np.atleast_1d(model[-1].C_)[0]), "train_sounds": len(train), "test_sounds": len(test)}
+           "C": float(np.atleast_1d(model.C_)[0]), "train_sounds": len(train), "test_sounds": len(test)}
     if settings.bootstrap:
         out["accuracy_low"], out["accuracy_high"] = (float(np.percentile(resampled, q)) for q in (2.5, 97.5))
     return out
