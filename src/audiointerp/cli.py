@@ -206,19 +206,20 @@ def _analyze_concepts(args: argparse.Namespace) -> int:
     else:
         vectors = glove_6b_50d() if args.vectors == "glove-6b-50d" else load_word_vectors(args.vectors)
         vocabulary, dictionary = word_vector_dictionary(concepts, vectors)
-    settings = ConceptSettings(layer=args.layer, l1s=args.l1, report_l1=args.report_l1, top=args.top, factor=args.factor)
+    settings = ConceptSettings(layer=args.layer, l1s=args.l1, report_l1=args.report_l1, top=args.top, factor=args.factor,
+                               max_sounds=args.max_sounds)
     result = analyse(store, vocabulary, dictionary, settings)
     out = Path(args.out or Path(args.store) / "concepts")
     write_concepts(result, store, out, settings)
     track_concepts(result, out, f"concepts-{Path(args.store).name}", {**vars(settings), "vectors": args.vectors},
                    args.factor, args.tracking)
-    print(f"{result['concepts']} concepts with vectors, {result['sounds']} sounds")
+    print(f"{result['concepts']} concepts with vectors, {len(result['sounds'])} sounds")
     for row in result["rows"]:
         accuracy = f", {args.factor} accuracy {row['sparse_accuracy']:.3f}" if "sparse_accuracy" in row else ""
         print(f"l1 {row['l1']:g}: {row['nonzero']:.1f} concepts per sound, reconstruction cosine {row['cosine']:.3f}{accuracy}")
     if result["dense_accuracy"] is not None:
         print(f"dense embeddings: {args.factor} accuracy {result['dense_accuracy']:.3f}")
-    for index, top in list(enumerate(result["top"]))[:5]:
+    for index, top in list(zip(result["sounds"], result["top"]))[:5]:
         print(f"sound {index}: " + ", ".join(f"{name} ({weight:.2f})" for name, weight in top))
     print(f"wrote {out}")
     return 0
@@ -398,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-l1", type=float, default=0.05, help="the l1 whose top concepts are listed")
     p.add_argument("--top", type=int, default=5, help="concepts listed per sound")
     p.add_argument("--factor", help="a clip-table column probed from sparse weights and dense embeddings")
+    p.add_argument("--max-sounds", type=int, help="at most this many sounds, drawn at random (default: all)")
     _analysis_outputs(p, "STORE/concepts")
     p.set_defaults(func=_analyze_concepts)
 

@@ -263,7 +263,7 @@ def probing_stage(out: Path, latent: dict[str, Any], semdnn_run: Path, tracking:
     track_probe(probe_rows, folder / "probe", "quickstart-probe", asdict(probe_settings), title, tracking)
     vectors, words = run_vectors(semdnn_export)
     vocabulary, dictionary = word_vector_dictionary(audio_concepts(), vectors, words)
-    concept_settings = ConceptSettings(layer="output", factor="material")
+    concept_settings = ConceptSettings(layer="output", factor="material", max_sounds=PROBING_SOUNDS)
     concepts = analyse(semdnn, vocabulary, dictionary, concept_settings)
     write_concepts(concepts, semdnn, folder / "concepts", concept_settings)
     track_concepts(concepts, folder / "concepts", "quickstart-concepts", asdict(concept_settings), "material", tracking)
@@ -506,7 +506,12 @@ def _probing_section(report: Report, stage: dict[str, Any]) -> None:
                             "material probe on the sparse weights against the dense output"))
     paths = stage["semdnn_store"].column("path")
     materials, actions = stage["semdnn_store"].column("material"), stage["semdnn_store"].column("action")
-    shown = np.linspace(0, len(concepts["top"]) - 1, 6).astype(int)
+    shown = np.linspace(0, len(concepts["top"]) - 1, 8).astype(int)
+    rows = [(concepts["sounds"][k], concepts["top"][k]) for k in shown]
     section.tables.append((["sound", "material", "action", f"top concepts (l1 {settings.report_l1})"],
                            [[Path(paths[i]).name, materials[i], actions[i],
-                             ", ".join(f"{name} ({weight:.2f})" for name, weight in concepts["top"][i])] for i in shown]))
+                             ", ".join(f"{name} ({weight:.2f})" for name, weight in top)] for i, top in rows]))
+    sweep = concepts["rows"]
+    section.tables.append((["l1", "concepts per sound", "reconstruction cosine", "material accuracy (sparse)"],
+                           [[r["l1"], r["nonzero"], r["cosine"], r.get("sparse_accuracy", float("nan"))] for r in sweep]
+                           + [["dense output (no decomposition)", "-", 1.0, concepts["dense_accuracy"]]]))

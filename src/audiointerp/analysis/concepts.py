@@ -34,7 +34,8 @@ class ConceptSettings:
     top: int = 5  # concepts listed per sound
     factor: Optional[str] = None  # a clip-table column probed from sparse weights and from dense embeddings
     folds: int = 5  # cross-validation folds of that probe
-    seed: int = 0
+    max_sounds: Optional[int] = None  # at most this many sounds, drawn at random (None: all)
+    seed: int = 0  # the sound sample and the probe's folds
 
 
 def word_vector_dictionary(vocabulary: Sequence[str], vectors,
@@ -95,13 +96,16 @@ def probe_accuracy(x: np.ndarray, labels: np.ndarray, settings: ConceptSettings)
 def analyse(store: ActivationStore, vocabulary: Sequence[str], dictionary: np.ndarray,
             settings: ConceptSettings) -> dict[str, Any]:
     """The sweep over l1 (rows), the top concepts per sound at `report_l1`, and the dense probe accuracy."""
-    embeddings = clip_embeddings(store, settings.layer)
+    sounds = np.arange(len(store))
+    if settings.max_sounds is not None and settings.max_sounds < len(store):
+        sounds = np.sort(np.random.default_rng(settings.seed).choice(sounds, size=settings.max_sounds, replace=False))
+    embeddings = clip_embeddings(store, settings.layer)[sounds]
     if embeddings.shape[1] != dictionary.shape[1]:
         raise StoreError(f"layer {settings.layer} has {embeddings.shape[1]} dimensions, the concepts' embeddings "
                          f"{dictionary.shape[1]}: the layer must live in the text encoder's space")
     audio, _ = prepare(embeddings)
     text, _ = prepare(dictionary)
-    labels = store.column(settings.factor) if settings.factor else None
+    labels = store.column(settings.factor)[sounds] if settings.factor else None
     rows, tops = [], []
     for l1 in sorted(set([*settings.l1s, settings.report_l1])):
         weights = decompose(audio, text, l1)
@@ -113,7 +117,7 @@ def analyse(store: ActivationStore, vocabulary: Sequence[str], dictionary: np.nd
         if l1 == settings.report_l1:
             tops = top_concepts(weights, vocabulary, settings.top)
     dense = probe_accuracy(audio, labels, settings) if labels is not None else None
-    return {"rows": rows, "top": tops, "dense_accuracy": dense, "concepts": len(vocabulary), "sounds": len(audio)}
+    return {"rows": rows, "top": tops, "dense_accuracy": dense, "concepts": len(vocabulary), "sounds": sounds}
 
 
 def concepts_figure(result: dict[str, Any], factor: Optional[str] = None):
@@ -157,7 +161,7 @@ def write_concepts(result: dict[str, Any], store: ActivationStore, out: Path, se
         writer = csv.writer(handle)
         writer.writerow(["index", "path", "l1", "concepts"])
         writer.writerows([i, paths[i], settings.report_l1, "; ".join(f"{name} {weight:.3f}" for name, weight in top)]
-                         for i, top in enumerate(result["top"]))
+                         for i, top in zip(result["sounds"], result["top"]))
     figure = save_figure(concepts_figure(result, settings.factor), out / "concepts.png")
     return [out / "sparsity.csv", out / "top_concepts.csv", figure]
 

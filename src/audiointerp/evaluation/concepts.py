@@ -5,9 +5,10 @@ vocabulary:
 
 1. `prepare`: L2-normalise each embedding, subtract the modality's mean, renormalise; the dictionary (one row
    per concept) the same way with its own mean.
-2. `decompose`: for each audio embedding a, weights w >= 0 minimising (1 / (2d)) ||D^T w - a||^2 + l1 ||w||_1
-   (scikit-learn's `Lasso(positive=True)` objective, d the embedding dimension). At l1 = 0 this is non-negative
-   least squares, solved by `scipy.optimize.nnls`; semDNN's NNLS ranking (`semantic.nnls_betas`) is this call.
+2. `decompose`: for each audio embedding a, weights w >= 0 minimising ||D^T w - a||^2 + l1 ||w||_1, SpLiCE's
+   scale of l1 (scikit-learn's `Lasso(positive=True)` with alpha = l1 / (2d), d the embedding dimension, as
+   SpLiCE's own code sets it). At l1 = 0 this is non-negative least squares, solved by `scipy.optimize.nnls`;
+   semDNN's NNLS ranking (`semantic.nnls_betas`) is this call.
 
 `reconstruction_cosine` scores how much of each embedding the weights keep, `top_concepts` lists a sound's
 strongest concepts, and `sparsity_sweep` tabulates both against l1.
@@ -54,7 +55,7 @@ def decompose(embeddings: np.ndarray, dictionary: np.ndarray, l1: float = 0.0, m
         raise ValueError(f"embeddings {x.shape} and dictionary {d.shape} must share the embedding dimension")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        lasso = Lasso(alpha=l1, positive=True, fit_intercept=False, max_iter=max_iter).fit(d.T, x.T)
+        lasso = Lasso(alpha=l1 / (2 * d.shape[1]), positive=True, fit_intercept=False, max_iter=max_iter).fit(d.T, x.T)
     return np.atleast_2d(lasso.coef_).reshape(len(x), len(d))
 
 

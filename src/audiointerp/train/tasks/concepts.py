@@ -70,13 +70,14 @@ class ConceptBottleneck(nn.Module):
         return F.normalize(unit - self.audio_mean, dim=-1)
 
     def concept_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Non-negative weights [B, K] minimising (1/2d)||w D - a||^2 + l1 ||w||_1 (ISTA from zero)."""
+        """Non-negative weights [B, K] minimising (1/2d)(||w D - a||^2 + l1 ||w||_1), `decompose`'s objective
+        (ISTA from zero)."""
         a = self.prepared(x)
         dim = a.shape[-1]
         w = a.new_zeros(a.shape[0], self.dictionary.shape[0])
         for _ in range(self.steps):
             gradient = (w @ self.dictionary - a) @ self.dictionary.T / dim
-            w = F.relu(w - self.step_size * (gradient + self.l1))
+            w = F.relu(w - self.step_size * (gradient + self.l1 / (2 * dim)))
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
