@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -40,18 +41,18 @@ EPSILON = 1e-6  # added to response probabilities before the KL divergence (then
 # --- targets -----------------------------------------------------------------------------------------------------
 
 
-class Target:
+class Target(ABC):
     """A target RDM over the store's sounds, computed block by block."""
 
     name: str
 
+    @abstractmethod
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Dissimilarities [len(rows), len(cols)] between the sounds `rows` and `cols` (positions in the analysis)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def value_range(self) -> tuple[float, float]:
         """The smallest and largest dissimilarity (for the rank histogram)."""
-        raise NotImplementedError
 
 
 class FactorTarget(Target):

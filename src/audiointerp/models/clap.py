@@ -39,7 +39,8 @@ def _transformers():
 
 
 def load_pretrained(folder: str | Path, what: str = "ClapModel") -> Any:
-    """A transformers CLAP object (`ClapModel` or `ClapProcessor`) from a local folder, never the hub."""
+    """A transformers CLAP object (`ClapModel`, `ClapProcessor`, `ClapFeatureExtractor`) from a local folder, never
+    the hub."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"CLAP folder {str(folder)!r} does not exist. Get {WEIGHTS_HINT}, and pass its path.")
@@ -117,7 +118,7 @@ class CLAPFeatures(nn.Module):
         super().__init__()
         transformers = _transformers()
         self.sample_rate, self.padding, self.truncation = sample_rate, padding, truncation
-        self.extractor = (transformers.ClapFeatureExtractor.from_pretrained(pretrained, local_files_only=True) if pretrained
+        self.extractor = (load_pretrained(pretrained, "ClapFeatureExtractor") if pretrained
                           else transformers.ClapFeatureExtractor(sampling_rate=sample_rate, max_length_s=max_length_s))
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
