@@ -78,9 +78,9 @@ def clap_dictionary(vocabulary: Sequence[str], network, tokenizer) -> tuple[list
     return list(vocabulary), network.text_embeddings(list(vocabulary), tokenizer)
 
 
-def clip_embeddings(store: ActivationStore, layer: str) -> np.ndarray:
+def clip_embeddings(store: ActivationStore, layer: str, indices: Optional[np.ndarray] = None) -> np.ndarray:
     """One vector per clip: the layer's activation, its patches averaged when it has some."""
-    values = store.load(layer)
+    values = store.load(layer, indices)
     if values.ndim > 2:  # [N, patches, d] (or wider): average every axis but the last
         values = values.reshape(len(values), -1, values.shape[-1]).mean(1)
     return values.astype(np.float64)
@@ -99,7 +99,7 @@ def analyse(store: ActivationStore, vocabulary: Sequence[str], dictionary: np.nd
     sounds = np.arange(len(store))
     if settings.max_sounds is not None and settings.max_sounds < len(store):
         sounds = np.sort(np.random.default_rng(settings.seed).choice(sounds, size=settings.max_sounds, replace=False))
-    embeddings = clip_embeddings(store, settings.layer)[sounds]
+    embeddings = clip_embeddings(store, settings.layer, sounds)
     if embeddings.shape[1] != dictionary.shape[1]:
         raise StoreError(f"layer {settings.layer} has {embeddings.shape[1]} dimensions, the concepts' embeddings "
                          f"{dictionary.shape[1]}: the layer must live in the text encoder's space")
