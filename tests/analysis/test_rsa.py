@@ -89,6 +89,32 @@ def test_residual_correlation_after_regressing_out_spectrogram_distances() -> No
     assert "pearson_low" not in result
 
 
+def test_residual_spearman_is_the_rank_correlation_of_the_same_residuals() -> None:
+    """`analyze rsa --spectrogram` reports Spearman's rho of the residuals (what the figure plots) beside Pearson's r:
+    the residuals of the model RDM regressed on the spectrogram RDM, ranked, against the target's ranks."""
+    x, labels = data(n=40, seed=4)
+    spectra = x[:, :6] + 0.5 * np.random.default_rng(5).normal(size=(40, 6))  # spectra that share the model's structure
+    responses = np.random.default_rng(6).integers(0, 9, size=(40, 4)) + np.eye(4, dtype=int)[labels % 4] * 6
+    target = ResponsesTarget("r", responses)
+    d, s = upper(rdm(x)), upper(rdm(spectra, "euclidean"))
+    t = target.block(np.arange(40), np.arange(40))[np.triu_indices(40, 1)]
+    design = np.stack([np.ones_like(s), s], 1)
+    residual = d - design @ np.linalg.lstsq(design, d, rcond=None)[0]
+    expected = stats.spearmanr(residual, t)[0]
+    assert abs(expected - stats.spearmanr(d, t)[0]) > 0.01  # regressing out the spectra changes rho
+    for block in (9, 64):
+        result = correlate(cosine_model(x), target, 40, RSASettings(block_size=block, bootstrap=20), EuclideanBlocks(spectra))
+        assert result["spearman_residual"] == pytest.approx(expected, abs=1e-4)
+        assert result["pearson_residual"] == pytest.approx(stats.pearsonr(residual, t)[0], abs=1e-9)
+        assert result["spearman_residual_low"] <= result["spearman_residual_high"]
+    from audiointerp.analysis.rsa import rsa_figure
+
+    rows = [{"store": "s", "model": "m", "layer": f"l{k}", "depth": k / 2, "target": "r", "spearman": 0.1 * k,
+             "spearman_residual": 0.05 * k} for k in (1, 2)]
+    dashed = [line for line in rsa_figure(rows).axes[0].lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [0.05, 0.1]  # the figure shows the residual rho
+
+
 def test_matrix_and_mean_targets() -> None:
     x, labels = data(n=20, seed=4)
     behaviour = rdm(np.random.default_rng(6).normal(size=(20, 3)))

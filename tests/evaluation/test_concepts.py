@@ -58,3 +58,15 @@ def test_sparser_with_larger_l1_and_planted_concepts_come_first() -> None:
     assert reconstruction_cosine(x, weights, dictionary).min() > 0.99
     with pytest.raises(ValueError, match="l1 must be"):
         decompose(x, dictionary, -1.0)
+
+
+def test_the_default_decomposition_is_the_lasso_to_1e_4_on_a_correlated_dictionary() -> None:
+    """The concepts task's baseline and `analyze concepts` read `decompose` at its default tolerance: on a correlated
+    dictionary of the shipped vocabulary's size (402 x 50) its weights are the lasso's (scikit-learn at tol=1e-10)."""
+    from tests.train.tasks.test_concepts import correlated_problem, exact_lasso
+
+    x, mean, text = correlated_problem(0)
+    audio, _ = prepare(x, mean=mean)
+    star = exact_lasso(audio, text, 0.05)
+    error = np.linalg.norm(decompose(audio, text, 0.05) - star, axis=1) / np.linalg.norm(star, axis=1)
+    assert error.max() <= 1e-4, f"relative error per sound up to {error.max():.3g}"

@@ -50,13 +50,26 @@ class ExtractSettings:
     data_format: str = "auto"  # dataset layout (auto, manifest, esc50, ...)
     folds: Optional[list[str]] = None  # only these folds (None: all)
     checkpoint: Optional[str] = None  # local weights of a zoo model
-    num_classes: Optional[int] = None  # a zoo model's class count (default: the data's classes)
+    num_classes: Optional[int] = None  # a fine-tuned checkpoint's head size (None: the released head, or the checkpoint's)
     seed: int = 0  # seeds a zoo model's random initialisation (no checkpoint), the same in every process
+
+
+def zoo_classes(settings: ExtractSettings, data_classes: Optional[int]) -> Optional[int]:
+    """The `num_classes` a zoo model is built with: `settings.num_classes` when given (a fine-tuned checkpoint);
+    else None, so that `build` gives a pretrained model its released head or the checkpoint's own count; only a
+    model with no released head and no checkpoint (a seeded random `small_cnn`, `catdnn`) takes the data's count."""
+    from audiointerp.models.registry import needs_classes
+
+    if settings.num_classes is not None:
+        return settings.num_classes
+    if settings.checkpoint is None and needs_classes(settings.model):
+        return data_classes
+    return None
 
 
 def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[nn.Module, dict[str, Any]]:
     """The pipeline (front end + tapped network) in eval mode, and what identifies it (name, weights' hash,
-    front end)."""
+    front end). `num_classes` is the data's class count, used only as `zoo_classes` says."""
     from audiointerp.models import build_pipeline
     from audiointerp.train.export import sha256
 
@@ -69,7 +82,7 @@ def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[n
         identity = {"model": str(source.resolve()), "model_hash": manifest["files"].get("model.safetensors"),
                     "network": manifest.get("model")}
     else:
-        pipeline = build_pipeline(settings.model, num_classes=settings.num_classes or num_classes,
+        pipeline = build_pipeline(settings.model, num_classes=zoo_classes(settings, num_classes),
                                   checkpoint=settings.checkpoint)
         identity = {"model": settings.model, "network": settings.model,
                     "model_hash": sha256(Path(settings.checkpoint)) if settings.checkpoint else None}

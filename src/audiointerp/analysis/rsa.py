@@ -16,7 +16,9 @@ exact for the ties of discrete RDMs, within about 1/rank_bins of the exact rank 
 second pass. Bootstrap confidence intervals resample sounds (`bootstrap` replicates): a pair's weight is the
 product of its two sounds' counts, pairs of a sound with itself are left out, and the ranks are the full
 sample's. Optionally the model RDM is regressed on a spectrogram-distance RDM (Euclidean distance of log-mel
-spectrograms) and the residuals are correlated with the target (Pearson).
+spectrograms) and the residuals are correlated with the target: Pearson's r (the regression refitted in each
+bootstrap resample) and Spearman's rho (the residuals of the full sample's regression, ranked through their own
+histogram in a further pass, against the target's ranks; resamples reweight those pairs as for Spearman).
 """
 
 from __future__ import annotations
@@ -261,11 +263,30 @@ def pair_sums(model: Callable[[np.ndarray, np.ndarray], np.ndarray], target: Tar
     pairs = [(i, j) for i in range(len(blocks)) for j in range(i, len(blocks))]
     model_ranks = RankHistogram(0.0, 2.0, settings.rank_bins)
     target_ranks = RankHistogram(*target.value_range(), settings.rank_bins)
+    fit = {"n": 0.0, "x": 0.0, "s": 0.0, "xs": 0.0, "ss": 0.0, "max_s": 0.0}  # the full sample's x ~ a + b s
     for i, j in tqdm(pairs, desc=f"{desc} (ranks)", disable=not progress, leave=False):
         rows, cols = blocks[i], blocks[j]
         mask = upper_pairs(rows, cols)
-        model_ranks.add(model(rows, cols)[mask])
+        x = model(rows, cols)[mask]
+        model_ranks.add(x)
         target_ranks.add(target.block(rows, cols)[mask])
+        if spectrogram is not None:
+            s = spectrogram.block(rows, cols)[mask]
+            for name, value in (("n", float(len(x))), ("x", x.sum()), ("s", s.sum()), ("xs", x @ s), ("ss", s @ s)):
+                fit[name] += float(value)
+            fit["max_s"] = max(fit["max_s"], float(s.max(initial=0.0)))
+    residual_ranks, intercept, slope = None, 0.0, 0.0
+    if spectrogram is not None:
+        var_s = fit["ss"] - fit["s"] ** 2 / fit["n"]
+        slope = (fit["xs"] - fit["x"] * fit["s"] / fit["n"]) / var_s if var_s > 0 else 0.0
+        intercept = (fit["x"] - slope * fit["s"]) / fit["n"]
+        # x in [0, 2] and s in [0, max_s] bound the residuals x - intercept - slope s
+        residual_ranks = RankHistogram(-intercept - max(0.0, slope * fit["max_s"]),
+                                       2.0 - intercept - min(0.0, slope * fit["max_s"]), settings.rank_bins)
+        for i, j in tqdm(pairs, desc=f"{desc} (residual ranks)", disable=not progress, leave=False):
+            rows, cols = blocks[i], blocks[j]
+            mask = upper_pairs(rows, cols)
+            residual_ranks.add((model(rows, cols) - intercept - slope * spectrogram.block(rows, cols))[mask])
     weights = _weights(n, settings.bootstrap, settings.seed)
     sums: dict[str, np.ndarray] = {}
     for i, j in tqdm(pairs, desc=desc, disable=not progress, leave=False):
@@ -275,20 +296,24 @@ def pair_sums(model: Callable[[np.ndarray, np.ndarray], np.ndarray], target: Tar
         rx, ry = model_ranks.ranks(x), target_ranks.ranks(y)
         terms = {"n": np.ones_like(x), "x": x, "y": y, "xx": x * x, "yy": y * y, "xy": x * y,
                  "rx": rx, "ry": ry, "rxrx": rx * rx, "ryry": ry * ry, "rxry": rx * ry}
-        if spectrogram is not None:
+        if spectrogram is not None and residual_ranks is not None:
             s = spectrogram.block(rows, cols)
-            terms.update({"s": s, "ss": s * s, "xs": x * s, "sy": s * y})
+            re = residual_ranks.ranks(x - intercept - slope * s)
+            terms.update({"s": s, "ss": s * s, "xs": x * s, "sy": s * y, "re": re, "rere": re * re, "rery": re * ry})
         for name, value in _weighted_sums(weights, rows, cols, mask, terms).items():
             sums[name] = sums.get(name, 0.0) + value
     return sums
 
 
 def correlations(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Pearson, Spearman (and the residual Pearson, given spectrogram sums) for each weighting of `pair_sums`."""
+    """Pearson, Spearman (and, given spectrogram sums, the residuals' Pearson and Spearman) for each weighting of
+    `pair_sums`."""
     out = {"pearson": _pearson(sums["n"], sums["x"], sums["y"], sums["xx"], sums["yy"], sums["xy"]),
            "spearman": _pearson(sums["n"], sums["rx"], sums["ry"], sums["rxrx"], sums["ryry"], sums["rxry"])}
     if "s" in sums:
         out["pearson_residual"] = _residual_pearson(sums)
+    if "re" in sums:
+        out["spearman_residual"] = _pearson(sums["n"], sums["re"], sums["ry"], sums["rere"], sums["ryry"], sums["rery"])
     return out
 
 
@@ -296,8 +321,8 @@ def correlate(model: Callable[[np.ndarray, np.ndarray], np.ndarray], target: Tar
               settings: RSASettings, spectrogram: Optional[EuclideanBlocks] = None,
               progress: bool = False, desc: str = "rsa") -> dict[str, Any]:
     """Pearson and Spearman correlation of the model's and the target's upper triangles over n sounds, with
-    bootstrap intervals, and (given a spectrogram RDM) Pearson's r of the model's residuals after regressing it on
-    the spectrogram RDM."""
+    bootstrap intervals, and (given a spectrogram RDM) Pearson's r and Spearman's rho (`pearson_residual`,
+    `spearman_residual`) of the model's residuals after regressing it on the spectrogram RDM."""
     sums = pair_sums(model, target, n, settings, spectrogram, progress, desc)
     result: dict[str, Any] = {"pairs": int(sums["n"][0])}
     for name, values in correlations(sums).items():
@@ -442,7 +467,8 @@ def track_rsa(rows: list[dict[str, Any]], out: Path, name: str, settings: dict, 
     tracking = analysis_tracking(out, name, settings, backend)
     for row in rows:
         key = f"rsa/{Path(row['store']).name}/{row['target']}"
-        tracking.log({f"{key}/{m}": row[m] for m in ("pearson", "spearman", "pearson_residual") if m in row},
+        tracking.log({f"{key}/{m}": row[m] for m in ("pearson", "spearman", "pearson_residual", "spearman_residual")
+                      if m in row},
                      int(round(row["depth"] * 1000)), row["depth"])
     tracking.log_figures({"rsa": rsa_figure(rows)}, 1000, "rsa")
     tracking.finish()
@@ -463,7 +489,7 @@ def write_rsa(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
 def rsa_figure(rows: list[dict[str, Any]], measure: str = "spearman"):
     """The probing paper's Fig. 1: RDM correlation against relative layer depth, a line per model, a panel per
-    target, bootstrap intervals as bands."""
+    target, bootstrap intervals as bands; with spectrogram residuals, their correlation as a dashed line."""
     import matplotlib.pyplot as plt
 
     targets = list(dict.fromkeys(row["target"] for row in rows))
@@ -477,6 +503,9 @@ def rsa_figure(rows: list[dict[str, Any]], measure: str = "spearman"):
             if f"{measure}_low" in mine[0]:
                 ax.fill_between(depth, [row[f"{measure}_low"] for row in mine], [row[f"{measure}_high"] for row in mine],
                                 color=line[0].get_color(), alpha=0.2, linewidth=0)
+            if f"{measure}_residual" in mine[0]:  # after regressing out the spectrogram RDM: dashed, same colour
+                ax.plot(depth, [row[f"{measure}_residual"] for row in mine], linestyle="--", marker="o", markersize=3,
+                        color=line[0].get_color(), label=f"{mine[0]['model']} ({Path(store).name}), spectrogram residual")
         ax.set_xlabel("relative layer depth")
         ax.set_ylabel(f"{measure} correlation with the target RDM")
         ax.set_title(target, fontsize=9)

@@ -97,19 +97,91 @@ def _check_params(what: str, factory: Callable[..., Any], params: Mapping[str, A
             raise ConfigError(f"{what} has no parameter {key!r}{closest(key, valid)}; its parameters: {', '.join(valid)}")
 
 
-def build(name: str, num_classes: Optional[int] = None, checkpoint: str | Path | None = None, **params: Any) -> nn.Module:
-    """Build the network `name` (features in, outputs out), optionally loading local weights."""
+def needs_classes(name: str) -> bool:
+    """Whether `build(name)` needs `num_classes` (its builder takes one with no default: no released head)."""
+    parameter = inspect.signature(model_spec(name).builder).parameters.get("num_classes")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+def checkpoint_classes(model: nn.Module, state: Mapping[str, torch.Tensor], built: Optional[int]) -> Optional[int]:
+    """The class count of the head (`model.head_prefix`) that the state dict `state` holds, or None when it holds no
+    head. `model` was built with `built` classes (None: without a head).
+
+    With a head in the model, the count follows from the head tensors whose first dimension (a linear layer's or a
+    convolution's outputs, a BatchNorm's channels, an attention head's `2 * heads * classes` rows) alone differs
+    from the model's: the checkpoint's size is `built` times its size over the model's. Head tensors that differ
+    elsewhere (another architecture) are left to `load_weights` to report. Without a head in the model, the count
+    is the first dimension of the checkpoint's first two-dimensional head weight (a linear head's rows).
+    """
+    heads = _head_prefixes(model)
+    in_head = lambda key: any(key.startswith(p) for p in heads)  # noqa: E731
+    head_keys = [k for k in state if in_head(k)]
+    if not head_keys:
+        return None
+    own = model.state_dict()
+    if built is None or not any(in_head(k) for k in own):
+        weights = [k for k in head_keys if k.endswith("weight") and state[k].dim() == 2]
+        return int(state[weights[0]].shape[0]) if weights else None
+    counts = set()
+    for key in head_keys:
+        mine, theirs = (tuple(own[key].shape), tuple(state[key].shape)) if key in own else ((), ())
+        if not mine or len(mine) != len(theirs) or mine[1:] != theirs[1:] or mine[0] == theirs[0]:
+            continue
+        if (theirs[0] * built) % mine[0] == 0:
+            counts.add(theirs[0] * built // mine[0])
+    if len(counts) > 1:
+        raise CheckpointError(f"the checkpoint's head tensors imply different class counts {sorted(counts)}: pass num_classes")
+    return counts.pop() if counts else built
+
+
+def build(name: str, num_classes: Optional[int] = None,
+          checkpoint: str | Path | Mapping[str, torch.Tensor] | None = None, **params: Any) -> nn.Module:
+    """Build the network `name` (features in, outputs out), optionally loading local weights.
+
+    `num_classes` sizes the classification head. Left out (None):
+
+    - with a `checkpoint`, the head takes the checkpoint's own class count (read from the head tensors,
+      `head_prefix`; a checkpoint without head tensors gives the released head, or none);
+    - without one, a pretrained zoo model gets its released head (its builder's default: 527 AudioSet classes for
+      EfficientAT mn/dymn and PaSST, 521 for YAMNet, semDNN's 300-d output; BEATs and CLAP: no head, features);
+    - a model with no released head (`small_cnn`, `catdnn`) raises a `ConfigError` asking for `num_classes`.
+
+    A model that takes no `num_classes` (autoencoders, `cae`) ignores it. `checkpoint` is a local file (see
+    `read_state_dict`) or a state dict in memory; `load_weights` loads it.
+    """
     spec = model_spec(name)
     _check_params(f"model {name!r}", spec.builder, params)
     takes_classes = inspect.signature(spec.builder).parameters.get("num_classes")
-    if takes_classes is not None:
-        if num_classes is None and takes_classes.default is inspect.Parameter.empty:
-            raise ConfigError(f"model {name!r} needs num_classes")
+    source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else None
+    if takes_classes is None:
+        model = spec.builder(**params)
+    elif num_classes is not None:
         model = spec.builder(num_classes=num_classes, **params)
     else:
-        model = spec.builder(**params)
+        default = takes_classes.default
+        state = None
+        if checkpoint is not None:
+            if isinstance(checkpoint, (str, Path)):
+                source = str(checkpoint)
+                state = read_state_dict(checkpoint, spec.weights_hint)
+            else:
+                state = dict(checkpoint)
+            checkpoint = state  # read once
+        if default is inspect.Parameter.empty and state is None:
+            raise ConfigError(f"model {name!r} needs num_classes: it has no released head, so give num_classes=N "
+                              "(`audiointerp extract --num-classes N`), or a checkpoint to read the count from")
+        built = 1 if default is inspect.Parameter.empty else default  # a one-class probe when there is no default
+        model = spec.builder(**params) if built is default else spec.builder(num_classes=built, **params)
+        if state is not None:
+            remap = getattr(model, "remap_state_dict", None)
+            count = checkpoint_classes(model, remap(state) if callable(remap) else state, built)
+            if count is None and default is inspect.Parameter.empty:
+                raise ConfigError(f"model {name!r} needs num_classes: it has no released head and the checkpoint "
+                                  "holds none to read the count from")
+            if count is not None and count != built:
+                model = spec.builder(num_classes=count, **params)
     if checkpoint is not None:
-        load_weights(model, checkpoint, hint=spec.weights_hint)
+        load_weights(model, checkpoint, hint=spec.weights_hint, source=source)
     return model
 
 
@@ -192,12 +264,15 @@ def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
     return (prefix,) if isinstance(prefix, str) else tuple(prefix)
 
 
-def load_weights(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor], hint: str = "") -> LoadReport:
+def load_weights(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor], hint: str = "",
+                 source: Optional[str] = None) -> LoadReport:
     """Load weights strictly, except a classification head of another class count, which is skipped with a warning.
 
     Any other missing, unexpected or mis-shaped key means the wrong architecture: `CheckpointError` lists them.
+    `source` names a state dict given in memory in messages (default: the file's path, or "the given state dict").
     """
-    source = checkpoint if isinstance(checkpoint, (str, Path)) else "the given state dict"
+    if source is None:
+        source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the given state dict"
     state = read_state_dict(checkpoint, hint) if isinstance(checkpoint, (str, Path)) else dict(checkpoint)
     remap = getattr(model, "remap_state_dict", None)
     if callable(remap):

@@ -4,6 +4,7 @@ the plain decomposition misses, while training the head alone stays at the basel
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -11,22 +12,109 @@ import torch
 
 from audiointerp.analysis.store import write_store
 from audiointerp.configs import load_config
+from audiointerp.errors import ConfigError
 from audiointerp.evaluation.concepts import decompose, prepare
 from audiointerp.train.tasks.concepts import ConceptBottleneck
+from audiointerp.train.tasks.registry import task_class
 from audiointerp.train.trainer import Trainer
 
 CONCEPTS = ["wood", "metal", "glass", "stone"]
 
 
-def test_unrolled_ista_reaches_the_lasso_solution() -> None:
+def correlated_problem(seed: int, concepts: Optional[int] = None, dim: int = 50,
+                       sounds: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw audio embeddings [sounds, dim], their training mean after normalisation, the prepared dictionary
+    [concepts, dim]) of a correlated dictionary the size of the shipped vocabulary in GloVe's 50 dimensions: words
+    in 40 clusters (neighbours' cosine up to ~0.95, as synonyms in word vectors), sounds = 5 random concepts with
+    positive weights + noise. `concepts` defaults to the shipped vocabulary's size."""
+    from audiointerp.datasets.vocabulary import audio_concepts
+
+    concepts = concepts or len(audio_concepts())
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, dim))
+    words = centres[rng.integers(0, 40, concepts)] + 0.35 * rng.normal(size=(concepts, dim))
+    mix = np.zeros((sounds, concepts))
+    for row in mix:
+        row[rng.choice(concepts, 5, replace=False)] = rng.uniform(0.3, 1.0, 5)
+    x = mix @ words + 0.3 * rng.normal(size=(sounds, dim))
+    text, _ = prepare(words)
+    return x, prepare(x)[1], text
+
+
+def exact_lasso(audio: np.ndarray, text: np.ndarray, l1: float) -> np.ndarray:
+    """scikit-learn's non-negative lasso on `decompose`'s scale, run to tol=1e-10 (the reference solution)."""
+    import warnings
+
+    from sklearn.linear_model import Lasso
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # it must converge
+        fit = Lasso(alpha=l1 / (2 * text.shape[1]), positive=True, fit_intercept=False, tol=1e-10,
+                    max_iter=1_000_000).fit(text.T, audio.T)
+    return np.atleast_2d(fit.coef_)
+
+
+def default_bottleneck(text: np.ndarray, mean: np.ndarray) -> ConceptBottleneck:
+    """The bottleneck exactly as `train concepts` builds it with the shipped config's defaults."""
+    cfg = load_config("concepts", ["data.source=unused", "task.layer=output", "tracking.backend=none"])
+    task = task_class(str(cfg.task.name))(cfg)
+    task.build_models({"classes": ["a", "b"], "concepts": [str(k) for k in range(len(text))]},
+                      {"dictionary": torch.tensor(text, dtype=torch.float32), "audio_mean": torch.tensor(mean, dtype=torch.float32)})
+    return task.model
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_default_solver_reaches_the_exact_lasso_on_a_correlated_dictionary(seed: int) -> None:
+    x, mean, text = correlated_problem(seed)
+    model = default_bottleneck(text, mean)
+    l1 = float(load_config("concepts", ["data.source=unused", "task.layer=output"]).task.l1)
+    assert l1 == 0.05
+    audio, _ = prepare(x, mean=mean)
+    star = exact_lasso(audio, np.asarray(model.dictionary.double()), l1)
+    assert np.abs(np.corrcoef(text)[np.triu_indices(len(text), 1)]).max() > 0.9
+    with torch.no_grad():
+        weights = model.concept_weights(torch.tensor(x, dtype=torch.float32)).double().numpy()
+    error = np.linalg.norm(weights - star, axis=1) / np.linalg.norm(star, axis=1)
+    assert (star > 0).sum(1).min() > 5  # a non-trivial support for every sound
+    assert error.max() <= 1e-3, f"relative error per sound up to {error.max():.3g}"
+
+
+def test_gradients_are_the_exact_lassos_derivatives() -> None:
+    """The projector's gradient is the derivative of the exact solution (implicit differentiation on the support),
+    checked against central differences of scikit-learn's lasso at tol=1e-10."""
+    x, mean, text = correlated_problem(2, sounds=4)
+    model = default_bottleneck(text, mean).double()
+    l1 = model.l1
+    direction = np.random.default_rng(3).normal(size=x.shape)
+    probe = np.random.default_rng(4).normal(size=len(text))
+    inputs = torch.tensor(x, requires_grad=True)
+    (model.concept_weights(inputs) @ torch.tensor(probe)).sum().backward()
+    analytic = float((inputs.grad.numpy() * direction).sum())
+    eps = 1e-5
+    dictionary = model.dictionary.numpy()
+    solve = lambda z: exact_lasso(prepare(z, mean=model.audio_mean.numpy())[0], dictionary, l1) @ probe  # noqa: E731
+    numeric = float((solve(x + eps * direction) - solve(x - eps * direction)).sum() / (2 * eps))
+    assert analytic == pytest.approx(numeric, rel=1e-3)
+
+
+def test_the_solver_equals_decompose_and_warm_starts_change_nothing_but_the_steps() -> None:
     rng = np.random.default_rng(0)
     x, dictionary = rng.normal(size=(12, 16)), rng.normal(size=(6, 16))
     audio, mean = prepare(x)
     text, _ = prepare(dictionary)
-    model = ConceptBottleneck(torch.tensor(text), torch.tensor(mean), num_classes=2, l1=0.01, steps=5000).double()
+    model = ConceptBottleneck(torch.tensor(text), torch.tensor(mean), num_classes=2, l1=0.01).double()
     with torch.no_grad():
         weights = model.concept_weights(torch.tensor(x)).numpy()
-    np.testing.assert_allclose(weights, decompose(audio, text, 0.01, max_iter=100000), atol=2e-3)
+        cold = model.last_steps
+        assert model.unsolved == 0 and cold > 0
+        index = torch.arange(12)
+        model.concept_weights(torch.tensor(x), index)
+        again = model.concept_weights(torch.tensor(x), index).numpy()  # from the previous solutions
+        assert model.last_steps == 0
+    np.testing.assert_allclose(weights, decompose(audio, text, 0.01, max_iter=100000), atol=1e-6)
+    np.testing.assert_allclose(again, weights, atol=1e-12)
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        ConceptBottleneck(torch.tensor(text), torch.tensor(mean), num_classes=2, l1=-0.1)
 
 
 def hidden_label_store(folder: Path) -> tuple[Path, Path]:
