@@ -69,3 +69,15 @@ def test_swapping_the_model_on_the_command_line_drops_the_other_models_settings(
     assert kept.model.checkpoint == "w.pt"
     same = load_config("classifier", ["data.source=x.csv", "model.name=small_cnn"])
     assert list(same.model.params.widths) == list(load_config("classifier", ["data.source=x.csv"]).model.params.widths)
+
+
+def test_test_folds_default_to_none_and_the_semantic_configs_rank_with_average_ties() -> None:
+    """Every task gets data.test_folds (default: none held out); semDNN and catDNN share the default tie rule."""
+    for name in available_configs():
+        required = ["task.layer=layer9"] if name.startswith("flow") else ["task.layer=output"] if name == "concepts" else []
+        cfg = load_config(name, ["data.source=somewhere.csv", "model.checkpoint=weights.pt", *required])
+        assert list(cfg.data.test_folds) == [], name
+    for name in ("semdnn", "catdnn", "semdnn_glove", "semdnn_unbalanced", "semdnn_untrained"):
+        cfg = load_config(name, ["data.source=x.csv"])
+        assert cfg.task.ties == "average" and list(cfg.task.top_n) == list(range(5, 16)), name
+    assert list(load_config("semdnn", ["data.source=x.csv", "data.test_folds=[5]"]).data.test_folds) == ["5"]

@@ -337,3 +337,18 @@ def test_an_empty_label_is_an_error_naming_the_file(tmp_path) -> None:
     with pytest.raises(DatasetError, match=r"file 'b.wav': its 'material' is empty"):
         ManifestDataset(read_manifest(tmp_path / "m.csv"), sample_rate=8000, seconds=0.1, label_column="material",
                         classes=["wood", ""])
+
+
+def test_whole_clips_of_different_lengths_batch_with_their_lengths(tree: Path) -> None:
+    """Full clips (seconds=None) are zero-padded to the longest of a batch; `length` gives each clip's samples."""
+    from audiointerp.datasets.manifest import collate_clips
+
+    ds = _ds(read_manifest(tree / "manifest.csv"), seconds=None, sample_rate=16000)
+    assert ds.collate_fn is collate_clips
+    assert _ds(read_manifest(tree / "manifest.csv"), seconds=0.1).collate_fn is None  # fixed crops: default collate
+    batch = next(iter(DataLoader(ds, batch_size=3, collate_fn=ds.collate_fn)))
+    assert batch["length"].tolist() == [1800, 600, 2400]
+    assert batch["audio"].shape == (3, 1, 2400)
+    for k, n in enumerate([1800, 600, 2400]):
+        assert torch.equal(batch["audio"][k, :, :n], ds[k]["audio"]) and not batch["audio"][k, :, n:].any()
+    assert batch["index"].tolist() == [0, 1, 2]

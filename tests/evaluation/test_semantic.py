@@ -222,3 +222,73 @@ def test_ranking_bars_and_amcss_curves_render(tmp_path) -> None:
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["semDNN", "catDNN"]
     assert list(fig.axes[0].get_lines()[0].get_xdata()) == list(range(5, 16))
     plots.save_figure(fig, tmp_path / "amcss.png")
+
+
+# --- one tie rule for both networks (issue 11.2) ---------------------------------------------------------------
+# Five words in the positive orthant: e1 is reached by NNLS only through word 0, so the betas of a prediction
+# equal to e1 are exactly [1, 0, 0, 0, 0] and word 1 (cosine 0.8 with e1) is tied with three zero-beta words.
+CONE = np.array([[1.0, 0, 0], [0.8, 0.6, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 0.6, 0.8]])
+
+
+def test_word_scores_rank_semdnn_and_catdnn_with_the_same_tie_rule() -> None:
+    p = np.array([[1.0, 0.0, 0.0]])
+    betas, tie_break = S.word_scores(p, CONE, target="embedding", ties="average")
+    np.testing.assert_allclose(betas, [[1, 0, 0, 0, 0]], atol=1e-12)
+    assert tie_break is None
+    # average ranks: word 1 is 1 + 1 + 3/2 = 3.5th of 5 -> m = 1 - 2.5/4
+    assert S.ranking_score(betas, [[1]], tie_break=tie_break)[0] == pytest.approx(0.375)
+    betas, tie_break = S.word_scores(p, CONE, target="embedding", ties="cosine")
+    assert S.ranking_score(betas, [[1]], tie_break=tie_break)[0] == pytest.approx(0.75)  # 2nd of 5
+    logits = np.array([[5.0, -5.0, -5.0, -5.0, -5.0]])  # catDNN: word 0 certain, the others tied
+    probabilities, tie_break = S.word_scores(logits, CONE, target="multi_hot", ties="average")
+    assert tie_break is None and probabilities[0, 0] > probabilities[0, 1] == probabilities[0, 4]
+    assert S.ranking_score(probabilities, [[1]], tie_break=tie_break)[0] == pytest.approx(0.375)
+    # cosine: the tied words are ordered by their cosine to the mean vector of the top word (e1), as for semDNN
+    probabilities, tie_break = S.word_scores(logits, CONE, target="multi_hot", ties="cosine", top_k=1)
+    assert S.ranking_score(probabilities, [[1]], tie_break=tie_break)[0] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="ties"):
+        S.word_scores(p, CONE, target="embedding", ties="optimistic")
+
+
+def test_a_prediction_away_from_the_truth_scores_below_half_and_a_constant_one_half() -> None:
+    D = np.vstack([CONE, [[-1.0, 0, 0]]])  # word 5 points away from word 0
+    for ties in ("average", "cosine"):
+        away, tb = S.word_scores(np.array([[-1.0, 0, 0]]), D, target="embedding", ties=ties)
+        assert S.ranking_score(away, [[0]], tie_break=tb)[0] < 0.5
+        constant, tb = S.word_scores(np.zeros((1, 3)), D, target="embedding", ties=ties)
+        assert S.ranking_score(constant, [[0], ], tie_break=tb)[0] == pytest.approx(0.5)
+        assert S.ranking_score(constant, [[0, 3]], tie_break=tb)[0] == pytest.approx(0.5)
+        lowest, tb = S.word_scores(np.array([[1.0, -9.0, -9.0, 2.0, 3.0, 1.5]]), D, target="multi_hot", ties=ties)
+        assert S.ranking_score(lowest, [[1, 2]], tie_break=tb)[0] < 0.5
+        assert S.ranking_score(lowest, [[1]], ties="average")[0] == pytest.approx(1 - 4.5 / 5)  # tied last two
+    constant, tb = S.word_scores(np.full((1, 6), 0.3), D, target="multi_hot", ties="average")
+    assert S.ranking_score(constant, [[0], ], tie_break=tb)[0] == pytest.approx(0.5)
+
+
+def test_probabilities_are_ranked_without_float32_saturation_ties() -> None:
+    logits = np.array([[30.0, 25.0, 20.0, -5.0]], dtype=np.float32)  # float32 sigmoid: 1.0, 1.0, 1.0
+    probabilities, _ = S.word_scores(logits, np.eye(4), target="multi_hot")
+    assert S.ranking_score(probabilities, [[2]])[0] == pytest.approx(1 - 2 / 3)
+
+
+def test_amcss_with_average_ties_is_the_expectation_over_orders_of_the_tied_words() -> None:
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    scores = np.array([[1.0, 0.0, 0.0, 0.0]])  # word 0 on top, words 1..3 tied
+    # top-2 = word 0 plus one of words 1, 2, 3 with probability 1/3 each; true word 2: max(cos(2,0), cos(2,k))
+    c = np.sqrt(0.5)
+    expected = (max(c, c) + max(c, 1.0) + max(c, -c)) / 3
+    assert S.amcss_curve(scores, [[2]], vectors, top_ns=[2], ties="average")[2] == pytest.approx(expected)
+    # by index (the old fill), word 1 would always be chosen: max(c, c) = c
+    assert S.amcss_curve(scores, [[2]], vectors, top_ns=[2], ties="index")[2] == pytest.approx(c)
+    # no tie at the boundary: both rules agree with amcss()
+    rng = np.random.default_rng(5)
+    V, P = rng.standard_normal((30, 4)), rng.random((6, 30))
+    truth = [list(rng.choice(30, size=2, replace=False)) for _ in range(6)]
+    a = S.amcss_curve(P, truth, V, top_ns=range(1, 8), ties="average")
+    assert a == pytest.approx(S.amcss_curve(P, truth, V, top_ns=range(1, 8), ties="index"))
+    # exhaustive check: the expectation over every order of a larger tied block
+    scores = np.array([[0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    W = rng.standard_normal((7, 3))
+    perms = list(itertools.permutations(range(1, 7)))
+    brute = np.mean([S.amcss([[0, *perm[:2]]], [[3]], W) for perm in perms])
+    assert S.amcss_curve(scores, [[3]], W, top_ns=[3], ties="average")[3] == pytest.approx(brute)

@@ -215,3 +215,35 @@ def test_esc50_recipe_fine_tunes_an_audioset_checkpoint_with_a_new_head(esc50_tr
     assert json.loads((result.run_dir / "metadata.json").read_text())["classes"] == ["glass_breaking", "door_wood_knock",
                                                                                       "can_opening"]
     assert 0.0 <= result.metrics["valid/accuracy"] <= 1.0
+
+
+def test_test_folds_are_scored_with_the_best_checkpoint_and_named(tiny_overrides: list[str]) -> None:
+    """data.test_folds: after training, the best checkpoint (chosen on the validation folds) is also scored on the
+    test folds. Known answer: best_mode=max on valid/loss picks the worse first epoch, so the test figures must equal
+    `evaluate` of checkpoint `best` on fold 5, and its 24 clips; summary.json names both sets."""
+    from audiointerp.train.evaluate import evaluate
+
+    cfg = load_config("classifier", [*tiny_overrides, "data.train_folds=[2,3,4]", "data.valid_folds=[1]",
+                                     "data.test_folds=[5]", "train.best_mode=max", "optim.lr=0.01"])
+    result = Trainer(cfg).fit()
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["best_step"] < summary["steps"]  # the best is not the last checkpoint
+    assert summary["sets"] == {"valid": {"source": cfg.data.source, "folds": ["1"]},
+                               "test": {"source": cfg.data.source, "folds": ["5"]}}
+    test = summary["test"]
+    assert test["test/examples"] == 24
+    best = evaluate(result.run_dir, folds=["5"], progress=False, out_dir=result.run_dir / "eval-test")
+    assert test == pytest.approx({f"test/{k}": v for k, v in best.metrics.items()})
+    last = evaluate(result.run_dir, folds=["5"], checkpoint="last", progress=False, out_dir=result.run_dir / "eval-last")
+    assert test["test/loss"] != pytest.approx(last.metrics["loss"])
+    records = read_jsonl(result.run_dir / "metrics.jsonl")
+    assert any(r.get("test/loss") == pytest.approx(test["test/loss"]) for r in records)
+
+
+@pytest.mark.parametrize("folds,pattern", [(["data.test_folds=[1]"], "fold.*1.*both data.valid_folds and data.test_folds"),
+                                           (["data.test_folds=[2]"], "fold.*2.*both data.train_folds and data.test_folds")])
+def test_a_test_fold_used_for_training_or_validation_is_a_config_error(tiny_overrides: list[str], folds: list[str], pattern: str) -> None:
+    from audiointerp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=pattern):
+        Trainer(load_config("classifier", [*tiny_overrides, *folds])).fit()

@@ -25,8 +25,10 @@ class DataConfig:
     sample_rate: int = 16000  # Hz; audio is resampled to this rate on load
     channels: int = 1  # 1 mono (channel mean) or 2 stereo
     seconds: float = 1.0  # clip length: random crop when training, crop from the start when evaluating
+    # (the semantic and cae tasks evaluate whole clips, every 0.96 s example, whatever this says)
     train_folds: list[str] = field(default_factory=lambda: ["2", "3", "4", "5"])  # folds used for training
-    valid_folds: list[str] = field(default_factory=lambda: ["1"])  # folds used for validation
+    valid_folds: list[str] = field(default_factory=lambda: ["1"])  # folds used for validation (best checkpoint)
+    test_folds: list[str] = field(default_factory=list)  # held-out folds: the best checkpoint is scored on them at the end
     cache: bool = True  # decode and resample once into a memory-mapped cache
     cache_dir: Optional[str] = None  # null: $AUDIOINTERP_CACHE or ~/.cache/audiointerp
     on_error: str = "raise"  # raise | skip: what a missing, corrupt or empty file does

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ __all__ = [
     "ManifestDataset",
     "ManifestRow",
     "SkippedAudioWarning",
+    "collate_clips",
     "load_manifest",
     "read_manifest",
 ]
@@ -287,6 +288,32 @@ def load_manifest(source: str | os.PathLike[str], format: str = "auto") -> Manif
 # -------------------------------------------------------------------------------------------------
 
 
+def collate_clips(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Batch whole clips of different lengths: ``audio`` zero-padded at the end to the longest clip
+    ``[B, C, T_max]``, ``length`` int64 ``[B]`` (each clip's own samples, so a task can mask the padding),
+    and every other key stacked as the default collate does.
+
+    Contract: ``batch["audio"][k, :, :length[k]]`` is item k's audio unchanged and the rest is zeros.
+    Raises DatasetError when an item has no ``audio`` or the items disagree on the channel count.
+    """
+    if not items:
+        raise DatasetError("cannot collate an empty batch")
+    if any("audio" not in item for item in items):
+        raise DatasetError("collate_clips needs items with an 'audio' tensor [C, T]")
+    channels = {int(item["audio"].shape[0]) for item in items}
+    if len(channels) != 1:
+        raise DatasetError(f"clips of one batch have different channel counts {sorted(channels)}")
+    lengths = [int(item["audio"].shape[-1]) for item in items]
+    audio = items[0]["audio"].new_zeros((len(items), channels.pop(), max(lengths)))
+    for k, item in enumerate(items):
+        audio[k, :, : lengths[k]] = item["audio"]
+    batch: dict[str, torch.Tensor] = {"audio": audio, "length": torch.tensor(lengths, dtype=torch.int64)}
+    for key in items[0]:
+        if key not in ("audio", "length"):
+            batch[key] = torch.stack([torch.as_tensor(item[key]) for item in items])
+    return batch
+
+
 class ManifestDataset(Dataset):
     """Audio examples of a manifest as ``{"audio", "target", "index"}`` dicts.
 
@@ -473,6 +500,12 @@ class ManifestDataset(Dataset):
         return kept
 
     # --- public ------------------------------------------------------------------------------
+    @property
+    def collate_fn(self) -> Callable[[Sequence[Mapping[str, torch.Tensor]]], dict[str, torch.Tensor]] | None:
+        """:func:`collate_clips` for whole clips (``seconds=None``: lengths differ), else None (the DataLoader's
+        default collate, for crops of one length). Loaders built by the trainer use it."""
+        return collate_clips if self.n_samples is None else None
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -12,7 +12,15 @@ combinations reproduce it exactly. :func:`nnls_betas` returns the vertex that ``
 (Lawson-Hanson's greedy active-set path) reaches.
 
 **Ties.** NNLS leaves most betas at exactly zero (at most d of them are positive), so a true word is often tied
-with thousands of others. :func:`nnls_ranking_score` offers two rules:
+with thousands of others, and the tie rule moves the score. :func:`word_scores` gives semDNN and catDNN the same
+rule (the `semantic` task's ``task.ties``):
+
+- ``"average"`` (default): no tie-break; tied words share the mean rank of their block, as
+  ``scipy.stats.rankdata(method="average")``. A constant prediction scores 0.5.
+- ``"cosine"``: ties are broken by a cosine similarity for both networks: to the prediction (semDNN), or to the
+  mean vector of the top-k words (catDNN; every word tied with the k-th included, so no word order leaks in).
+
+:func:`nnls_ranking_score` (semDNN alone) keeps its rules:
 
 - ``ties="cosine"`` (default): words with equal betas are ordered by the cosine similarity of their vector to the
   prediction (deterministic, and the natural order of words the projection left out); exact ties that remain
@@ -24,7 +32,8 @@ that remain are resolved by ``ties`` ("average", "pessimistic" or "optimistic").
 
 AMCSS: for each true word, the maximum cosine similarity between its vector and the vectors of the top-N
 predicted words; averaged over the clip's words, then over clips. The top-N list follows the same order as the
-ranking (score, then tie-break, then word index).
+ranking (score, then tie-break); words still tied at the N-th place are taken by word index (``ties="index"``) or,
+with ``ties="average"`` (what the task uses), AMCSS is its expectation over every order of the tied block.
 """
 
 from __future__ import annotations
@@ -33,10 +42,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import nnls as scipy_nnls
+from scipy.special import gammaln
 from tqdm.auto import tqdm
 
 TIES = ("average", "pessimistic", "optimistic")
 NNLS_TIES = ("cosine", "pessimistic", "average")
+WORD_TIES = ("average", "cosine")  # the rules of word_scores, for semDNN and catDNN alike
+AMCSS_TIES = ("index", "average")
+TARGETS = ("embedding", "multi_hot")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -211,6 +224,51 @@ def nnls_ranking_score(
     return ranking_score(B, true_words, ties=ties, filtered=filtered)
 
 
+def word_scores(
+    outputs: np.ndarray,
+    dictionary: np.ndarray,
+    *,
+    target: str,
+    ties: str = "average",
+    top_k: int = 5,
+    n_jobs: int | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(scores [n, N], tie_break [n, N] or None) that rank every dictionary word for each clip, for
+    :func:`ranking_score` and :func:`amcss_curve`, with the same tie rule for both networks.
+
+    ``target="embedding"`` (semDNN): ``outputs`` [n, d] are predicted embeddings; scores are their NNLS betas on
+    ``dictionary`` [N, d]. ``target="multi_hot"`` (catDNN): ``outputs`` [n, N] are logits; scores are the sigmoid
+    probabilities in float64 (a float32 sigmoid rounds every logit above ~17 to 1.0, inventing ties).
+
+    ``ties="average"``: no tie-break (tied words get their block's mean rank). ``ties="cosine"``: the tie-break is
+    the cosine similarity of each word vector to the prediction (semDNN), or to the mean vector of the catDNN's
+    ``top_k`` most probable words (all words tied with the k-th included). Raises ValueError on an unknown
+    ``target`` or ``ties``, or outputs whose width fits neither the dictionary's dimension nor its size.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    if ties not in WORD_TIES:
+        raise ValueError(f"ties must be one of {WORD_TIES}, not {ties!r}")
+    D = np.asarray(dictionary, dtype=np.float64)
+    O = np.atleast_2d(np.asarray(outputs, dtype=np.float64))
+    if target == "embedding":
+        scores = nnls_betas(O, D, n_jobs=n_jobs, progress=progress)
+        return scores, (cosine_similarities(O, D) if ties == "cosine" else None)
+    if O.shape[1] != D.shape[0]:
+        raise ValueError(f"catDNN outputs have {O.shape[1]} logits for a dictionary of {D.shape[0]} words")
+    scores = 1.0 / (1.0 + np.exp(-O))
+    if ties == "average":
+        return scores, None
+    k = int(top_k)
+    if not 1 <= k <= D.shape[0]:
+        raise ValueError(f"top_k must be in [1, {D.shape[0]}], not {top_k}")
+    threshold = np.partition(scores, D.shape[0] - k, axis=1)[:, D.shape[0] - k][:, None]
+    chosen = (scores >= threshold).astype(np.float64)  # the top k, and every word tied with the k-th
+    means = (chosen @ D) / chosen.sum(axis=1, keepdims=True)
+    return scores, cosine_similarities(means, D)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # AMCSS
 # --------------------------------------------------------------------------------------------------------------
@@ -288,11 +346,23 @@ def amcss_curve(
     top_ns: Iterable[int] = range(5, 16),
     *,
     tie_break: np.ndarray | None = None,
+    ties: str = "index",
 ) -> dict[int, float]:
-    """AMCSS for each top-N in ``top_ns`` (the paper uses 5..15), from one sort of the scores."""
+    """AMCSS for each top-N in ``top_ns`` (the paper uses 5..15), from one sort of the scores.
+
+    Words tied (in score and tie-break) across the N-th place fill the top-N list by word index
+    (``ties="index"``), or AMCSS is the expectation over all orders of the tied block (``ties="average"``, the
+    AMCSS counterpart of average ranks): if a words rank strictly above the block of b tied words and m = N - a of
+    these are drawn, the best of the drawn ones is the j-th best of the block with probability
+    C(b - j, m - 1) / C(b, m).
+    """
     wanted = sorted({int(k) for k in top_ns})
     if not wanted:
         raise ValueError("top_ns is empty")
+    if ties not in AMCSS_TIES:
+        raise ValueError(f"ties must be one of {AMCSS_TIES}, not {ties!r}")
+    if ties == "average":
+        return _expected_amcss_curve(scores, true_words, word_vectors, wanted, tie_break)
     units = _unit(np.asarray(word_vectors, dtype=np.float64))
     top = top_words(scores, wanted[-1], tie_break=tie_break)
     truth = _check_true_words(true_words, top.shape[0], units.shape[0])
@@ -301,4 +371,43 @@ def amcss_curve(
     for i, (t, p) in enumerate(zip(truth, top)):
         running = np.maximum.accumulate(units[t] @ units[p].T, axis=1)  # [words, K]: best within the first k
         per_clip[i] = running[:, columns].mean(axis=0)
+    return {k: float(v) for k, v in zip(wanted, per_clip.mean(axis=0))}
+
+
+def _expected_amcss_curve(scores: np.ndarray, true_words: Sequence[Iterable[int]], word_vectors: np.ndarray,
+                          wanted: list[int], tie_break: np.ndarray | None) -> dict[int, float]:
+    """amcss_curve with ties="average": the expectation over every order of the words tied at the N-th place."""
+    S = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    n, N = S.shape
+    if wanted[0] < 1 or wanted[-1] > N:
+        raise ValueError(f"top_n must be in [1, {N}], not {wanted[0] if wanted[0] < 1 else wanted[-1]}")
+    T = np.zeros_like(S) if tie_break is None else np.atleast_2d(np.asarray(tie_break, dtype=np.float64))
+    if T.shape != S.shape:
+        raise ValueError(f"tie_break {T.shape} must have the shape of scores {S.shape}")
+    units = _unit(np.asarray(word_vectors, dtype=np.float64))
+    truth = _check_true_words(true_words, n, units.shape[0])
+    per_clip = np.empty((n, len(wanted)))
+    deepest = wanted[-1]
+    for i, t in enumerate(truth):
+        # every word tied with one of the first `deepest` places scores at least the deepest-th score
+        floor = np.partition(S[i], N - deepest)[N - deepest]
+        candidates = np.flatnonzero(S[i] >= floor)
+        order = candidates[np.lexsort((candidates, -T[i, candidates], -S[i, candidates]))]
+        s_sorted, t_sorted = S[i, order], T[i, order]
+        similarity = (units[t] @ units.T)[:, order]  # [words, candidates] in ranking order
+        sorted_blocks: dict[tuple[int, int], np.ndarray] = {}  # one sort per tied block, shared by every N in it
+        for col, top in enumerate(wanted):
+            same = (s_sorted == s_sorted[top - 1]) & (t_sorted == t_sorted[top - 1])
+            block = np.flatnonzero(same)
+            first, size = int(block[0]), int(block.size)  # the block is contiguous in ranking order
+            drawn = top - first
+            above = similarity[:, :first].max(axis=1) if first else np.full(len(t), -np.inf)
+            if (first, size) not in sorted_blocks:
+                sorted_blocks[(first, size)] = -np.sort(-similarity[:, first:first + size], axis=1)  # best first
+            block_sims = sorted_blocks[(first, size)]
+            j = np.arange(1, size - drawn + 2)  # the best drawn word is the j-th best of the block
+            log_p = (gammaln(size - j + 1) - gammaln(drawn) - gammaln(size - j - drawn + 2)
+                     - (gammaln(size + 1) - gammaln(drawn + 1) - gammaln(size - drawn + 1)))
+            best = np.maximum(above[:, None], block_sims[:, : j.size])
+            per_clip[i, col] = float((best @ np.exp(log_p)).mean())
     return {k: float(v) for k, v in zip(wanted, per_clip.mean(axis=0))}

@@ -28,12 +28,18 @@ def manifest_dataset(
     classes: Sequence[str],
     seed: int,
     progress: bool = True,
+    whole_clips: bool = False,
 ) -> ManifestDataset:
-    """A dataset over `manifest` cut and labelled as the data config says."""
+    """A dataset over `manifest` cut and labelled as the data config says.
+
+    `whole_clips=True` ignores `data.seconds` and returns every clip whole (lengths differ: batch it with the
+    dataset's `collate_fn`, which pads and gives each clip's `length`); evaluation of the VGGish tasks uses it.
+    """
+    seconds = None if whole_clips or data_cfg.seconds is None else float(data_cfg.seconds)
     return ManifestDataset(
         manifest,
         sample_rate=int(data_cfg.sample_rate),
-        seconds=float(data_cfg.seconds) if data_cfg.seconds is not None else None,
+        seconds=seconds,
         channels=int(data_cfg.channels),
         train=train,
         label_column=str(data_cfg.label_column),

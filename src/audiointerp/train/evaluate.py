@@ -6,7 +6,7 @@ import csv
 import logging
 import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -40,6 +40,27 @@ def data_name(data: Optional[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.parent.name if path.suffix == ".csv" else path.name)
 
 
+def describe_set(cfg: DictConfig, data: Optional[str], folds: Optional[Sequence[str]]) -> dict[str, Any]:
+    """Which set an evaluation is on: {"set", "source", "folds"}.
+
+    `set` is "valid", "test" or "train" when the data is the run's own source (or None) and the folds are exactly
+    its `data.valid_folds`, `data.test_folds` or within `data.train_folds`; "folds" for another selection of its
+    folds; "external" for any other data. `folds` None on the run's data means its validation folds.
+    """
+    own = data is None or Path(str(data)).expanduser().resolve() == Path(str(cfg.data.source)).expanduser().resolve()
+    if not own:
+        return {"set": "external", "source": str(data), "folds": None if folds is None else [str(f) for f in folds]}
+    chosen = [str(f) for f in (cfg.data.valid_folds if folds is None else folds)]
+    name = "folds"
+    if set(chosen) == {str(f) for f in cfg.data.valid_folds}:
+        name = "valid"
+    elif cfg.data.test_folds and set(chosen) == {str(f) for f in cfg.data.test_folds}:
+        name = "test"
+    elif set(chosen) <= {str(f) for f in cfg.data.train_folds}:
+        name = "train"
+    return {"set": name, "source": str(cfg.data.source), "folds": chosen}
+
+
 def evaluate(
     source: str | Path,
     data: Optional[str] = None,
@@ -54,8 +75,10 @@ def evaluate(
     """Metrics of a run (its `checkpoint`) or an export on `data` (default: the run's validation folds).
 
     `settings` are `key=value` changes of the run's evaluation settings (`task.*` or `data.*` keys, e.g.
-    `task.macro_column=label` for MSOS's macro classes). Writes `metrics.json`, `metrics.csv/.md` and figures to
-    `out_dir` (default `<run>/eval/<data name>/`).
+    `task.macro_column=label` for MSOS's macro classes). Writes `metrics.json`, `metrics.csv/.md` (with the set:
+    valid, test, train, folds or external, see `describe_set`), `evaluation.json` (the set, its source and folds,
+    the checkpoint, and how the figures were computed, e.g. the ranking's tie rule) and figures to `out_dir`
+    (default `<run>/eval/<data name>/`).
     """
     source = Path(source)
     if (source / MANIFEST).is_file():
@@ -73,8 +96,10 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
     # an evaluation is a W&B run of its own (job type "eval") in the training run's group
     tracking = Tracking(accelerator, cfg, out, f"{run_dir.name}-eval-{data_name(data)}", task.tags(), "eval")
-    if data is None:
-        data, data_format, folds = str(cfg.data.source), str(cfg.data.format), list(cfg.data.valid_folds)
+    evaluated = describe_set(cfg, data, folds)
+    if data is None:  # the run's own data: its validation folds unless `folds` names others (e.g. its test folds)
+        data, data_format = str(cfg.data.source), str(cfg.data.format)
+        folds = list(cfg.data.valid_folds) if not folds else [str(f) for f in folds]
     with accelerator.main_process_first():
         dataset = task.build_eval_data(data, data_format, folds)
     loader = make_loader(dataset, batch_size or int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers), 0)
@@ -82,9 +107,14 @@ def evaluate(
     outputs = run_evaluation(accelerator, task, loader, progress, desc=f"evaluate {Path(data).stem}")
     tracking.start()
     result = summarize_on_main(accelerator, task, outputs, dataset)
+    core = accelerator.unwrap_model(task)
+    result.notes = {**evaluated, "checkpoint": None if (source / MANIFEST).is_file() else checkpoint,
+                    "resolved": {**run_resolved(source), **core.evaluation_notes()}}
     if accelerator.is_main_process:
         write_json_atomic(out / "metrics.json", result.metrics)
-        write_tables([{"model": str(cfg.experiment), "data": data_name(data), **result.metrics}], out / "metrics")
+        write_json_atomic(out / "evaluation.json", result.notes)
+        write_tables([{"model": str(cfg.experiment), "data": data_name(data), "set": evaluated["set"], **result.metrics}],
+                     out / "metrics")
         tracking.log({f"eval/{k}": v for k, v in result.metrics.items()}, 0, 0.0)
         tracking.log_figures(result.figures, 0, "eval")
         tracking.log_tables(result.tables, 0, "eval")
@@ -92,16 +122,28 @@ def evaluate(
             save_figure(figure, out / f"{fig_name}.png")
         for array_name, array in result.arrays.items():
             np.save(out / f"{array_name}.npy", array, allow_pickle=False)
-        log.info("evaluation of %s on %s: %s (written to %s)", source, data,
+        log.info("evaluation of %s on %s (%s set, folds %s): %s (written to %s)", source, data, evaluated["set"], evaluated["folds"],
                  {k: round(v, 4) for k, v in result.metrics.items()}, out)
     accelerator.wait_for_everyone()
     tracking.finish()
     return result
 
 
+def run_resolved(run_dir: Path) -> dict[str, str]:
+    """What a run's config choices resolved to (e.g. the word vectors' source), from its metadata.json."""
+    path = Path(run_dir) / "metadata.json"
+    if not path.is_file():
+        return {}
+    import json
+
+    resolved = json.loads(path.read_text(encoding="utf-8")).get("resolved")
+    return dict(resolved) if isinstance(resolved, dict) else {}
+
+
 def write_tables(rows: list[dict[str, object]], stem: Path) -> None:
     """Rows of metrics as `<stem>.csv` and a Markdown table `<stem>.md`."""
-    columns = ["model", "data"] + sorted({k for row in rows for k in row} - {"model", "data"}, key=_metric_order)
+    first = [c for c in ("model", "data", "set") if any(c in row for row in rows)]
+    columns = first + sorted({k for row in rows for k in row} - set(first), key=_metric_order)
     with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -110,6 +152,11 @@ def write_tables(rows: list[dict[str, object]], stem: Path) -> None:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def task_config(source: Path) -> DictConfig:
+    """A run's or export's config.yaml, as written (for naming the evaluated set)."""
+    return OmegaConf.load(Path(source) / "config.yaml")
 
 
 def run_name(source: Path) -> str:
@@ -140,7 +187,8 @@ def compare(
             model, dataset = run_name(source), data_name(data)
             result = evaluate(source, data=data, data_format=data_format, checkpoint=checkpoint,
                               out_dir=out / dataset / model, batch_size=batch_size, progress=progress, settings=settings)
-            rows.append({"model": model, "data": dataset, **result.metrics})
+            rows.append({"model": model, "data": dataset,
+                         "set": describe_set(task_config(source), data, None)["set"], **result.metrics})
             if "embedding_rdm" in result.arrays and data == datas[0]:
                 rdms[model] = result.arrays["embedding_rdm"]
                 rdm_labels = [str(v) for v in result.arrays["macro_labels"]]

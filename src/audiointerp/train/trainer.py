@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,11 +38,37 @@ log = logging.getLogger("audiointerp")
 
 @dataclass
 class TrainResult:
-    """What a finished run leaves: its folder, final validation metrics, and its best checkpoint."""
+    """What a finished run leaves: its folder, final validation metrics, its best checkpoint, and that
+    checkpoint's metrics on `data.test_folds` (`test/...`; empty without test folds)."""
 
     run_dir: Path
     metrics: dict[str, float]
     best_checkpoint: Optional[Path]
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def check_folds(data_cfg: DictConfig) -> None:
+    """Fail before training when a test fold is also a training or validation fold (the test set must be held
+    out of both the training and the choice of the best checkpoint)."""
+    test = [str(f) for f in data_cfg.test_folds]
+    for split in ("train", "valid"):
+        shared = sorted(set(test) & {str(f) for f in data_cfg[f"{split}_folds"]})
+        if shared:
+            raise ConfigError(f"fold(s) {shared} are in both data.{split}_folds and data.test_folds; the test folds must "
+                              f"be held out of training and of the choice of the best checkpoint")
+
+
+def evaluated_sets(data_cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Which data each figure of a run is on: {"valid": {source, folds}, "test": {...} when there are test folds}."""
+    sets = {"valid": {"source": str(data_cfg.source), "folds": [str(f) for f in data_cfg.valid_folds]}}
+    if data_cfg.test_folds:
+        sets["test"] = {"source": str(data_cfg.source), "folds": [str(f) for f in data_cfg.test_folds]}
+    return sets
+
+
+def resolved_comment(resolved: dict[str, str]) -> str:
+    """YAML comment lines recording what the config's choices resolved to (e.g. the word vectors' source)."""
+    return "".join(f"# resolved {key}: {value}\n" for key, value in resolved.items())
 
 
 def use_cpu(cfg: DictConfig) -> bool:
@@ -66,11 +92,14 @@ def make_accelerator(cfg: DictConfig, project_dir: Optional[Path] = None) -> Acc
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
                 sampler: Optional[Sampler] = None) -> DataLoader:
+    """A loader with its own seeded generator; a dataset's `collate_fn` (e.g. padding whole clips of different
+    lengths, `datasets.collate_clips`) replaces the default collate."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,
+        collate_fn=getattr(dataset, "collate_fn", None),
         num_workers=num_workers,
         persistent_workers=False,  # workers are re-created each epoch, so they see the dataset's epoch
         generator=torch.Generator().manual_seed(seed),  # shuffling and worker seeds never touch the global RNG
@@ -170,6 +199,7 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
+        self.resolved: dict[str, str] = {}  # what config choices resolved to (word vectors, tie rule...), for summary.json
 
     # --- set-up ---------------------------------------------------------------------------------------
     def _plan(self) -> RunPlan:
@@ -181,7 +211,8 @@ class Trainer:
 
     def _write_run_files(self, plan: RunPlan, data: TaskData) -> None:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
-        (plan.run_dir / "config.yaml").write_text(to_yaml(self.cfg), encoding="utf-8")
+        resolved = dict(data.metadata.get("resolved") or {})
+        (plan.run_dir / "config.yaml").write_text(to_yaml(self.cfg) + resolved_comment(resolved), encoding="utf-8")
         write_json_atomic(plan.run_dir / METADATA, data.metadata)
         if data.arrays:
             save_arrays(plan.run_dir / ARRAYS, data.arrays)
@@ -209,6 +240,8 @@ class Trainer:
         failed = True
         try:
             result = TrainResult(plan.run_dir, loop.run(bool(cfg.train.progress)), loop.store.best())
+            if cfg.data.test_folds:
+                result.test_metrics = loop.test_best(result.best_checkpoint)
             if is_main:
                 self._finish(plan, result, loop.state, time.time() - started)
             accelerator.wait_for_everyone()
@@ -223,15 +256,21 @@ class Trainer:
     def _setup(self, plan: RunPlan, accelerator: Accelerator) -> "_Loop":
         cfg = self.cfg
         is_main = accelerator.is_main_process
+        check_folds(cfg.data)
         set_seed(int(cfg.train.seed))
         task: Task = task_class(str(cfg.task.name))(cfg)
         check_best_metric(task, str(cfg.train.best_metric))
         with accelerator.main_process_first():
             data = task.build_data()
         task.build_models(data.metadata, data.arrays)
-        log.info("run %s: task %s, model %s, %d training / %d validation clips, %d process(es) on %s",
+        test_data: Optional[Dataset] = None
+        if cfg.data.test_folds:  # built before training, so a test set the task cannot read fails early
+            with accelerator.main_process_first():
+                test_data = task.build_eval_data(str(cfg.data.source), str(cfg.data.format),
+                                                 [str(f) for f in cfg.data.test_folds])
+        log.info("run %s: task %s, model %s, %d training / %d validation / %s test clips, %d process(es) on %s",
                  plan.run_dir, cfg.task.name, cfg.model.name, len(data.train), len(data.valid),
-                 accelerator.num_processes, accelerator.device)
+                 len(test_data) if test_data is not None else "no", accelerator.num_processes, accelerator.device)
 
         seed = int(cfg.train.seed)
         train_loader = make_loader(data.train, int(cfg.data.batch_size), True, int(cfg.data.num_workers), seed, data.train_sampler)
@@ -259,16 +298,22 @@ class Trainer:
             log.info("resumed from %s: epoch %d, update %d, batch %d of the epoch",
                      plan.resume_from, state.epoch, state.step, state.batches_in_epoch)
         skipped: dict[str, int] = {}
+        self.resolved = {**(data.metadata.get("resolved") or {}), **core.evaluation_notes()}
+        for key, value in self.resolved.items():
+            log.info("resolved %s: %s", key, value)
         if is_main:  # written only once the checkpoint is known to fit, so a failed resume changes nothing
             self._write_run_files(plan, data)
-            skipped = report_skipped(plan.run_dir, {"train": data.train, "valid": data.valid})
+            splits = {"train": data.train, "valid": data.valid, **({"test": test_data} if test_data is not None else {})}
+            skipped = report_skipped(plan.run_dir, splits)
             if plan.resume_from is not None:
                 tracking.metrics.truncate_after(state.step)
             store.clean_temp()
         tracking.start()
         if skipped:
             tracking.log({f"data/skipped_{split}": float(n) for split, n in skipped.items()}, state.step, state.epoch)
-        return _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
+        loop = _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
+        loop.test_data = test_data
+        return loop
 
     def _finish(self, plan: RunPlan, result: TrainResult, state: TrainState, seconds: float) -> None:
         metrics_file = plan.run_dir / "metrics.jsonl"
@@ -277,6 +322,9 @@ class Trainer:
         summary = {
             "version": __version__,
             "final": result.metrics,
+            "test": result.test_metrics or None,
+            "sets": evaluated_sets(self.cfg.data),
+            "resolved": self.resolved,
             "best_metric": str(self.cfg.train.best_metric),
             "best_value": state.best_value,
             "best_step": state.best_step,
@@ -287,6 +335,9 @@ class Trainer:
         }
         write_json_atomic(plan.run_dir / SUMMARY_FILE, summary)
         log.info("finished %s: %s", plan.run_dir, {k: round(v, 4) for k, v in result.metrics.items()})
+        if result.test_metrics:
+            log.info("best checkpoint on the test folds %s: %s", list(self.cfg.data.test_folds),
+                     {k: round(v, 4) for k, v in result.test_metrics.items()})
 
 
 class _Loop:
@@ -309,6 +360,7 @@ class _Loop:
         self.total = total
         self.updates_per_epoch = math.ceil(len(train_loader) / int(self.cfg.train.gradient_accumulation_steps))
         self.last_metrics: dict[str, float] = {}
+        self.test_data: Optional[Dataset] = None  # data.test_folds, scored with the best checkpoint after training
 
     # --- pieces ---------------------------------------------------------------------------------------
     def _epoch_position(self) -> float:
@@ -362,16 +414,43 @@ class _Loop:
         outputs = run_evaluation(self.accelerator, self.task, self.valid_loader, bool(cfg.train.progress), "validate")
         return summarize_on_main(self.accelerator, self.task, outputs, self.data.valid)
 
-    def _report_evaluation(self, result: EvalResult) -> dict[str, float]:
-        scalars = scalar_items(result.metrics, "valid")
+    def _report_evaluation(self, result: EvalResult, split: str = "valid") -> dict[str, float]:
+        """Log `split/...` scalars, figures and tables; figures go to figures/ (valid) or figures/<split>/."""
+        scalars = scalar_items(result.metrics, split)
         self.tracking.log(scalars, self.state.step, self._epoch_position())
         if self.accelerator.is_main_process:
             figures_dir = self.store.dir.parent / "figures"
-            self.tracking.log_figures(result.figures, self.state.step, "valid")
-            self.tracking.log_tables(result.tables, self.state.step, "valid")
+            if split != "valid":
+                figures_dir = figures_dir / split
+            self.tracking.log_figures(result.figures, self.state.step, split)
+            self.tracking.log_tables(result.tables, self.state.step, split)
             for name, figure in result.figures.items():
                 save_figure(figure, figures_dir / f"{name}.png")
         return scalars
+
+    def test_best(self, best: Optional[Path]) -> dict[str, float]:
+        """After training: load the best checkpoint's weights (chosen on the validation folds) and score them on
+        `data.test_folds` of the run's data (`task.build_eval_data`, built before training); returns and logs
+        `test/...` scalars. Every process takes part (the outputs are gathered as in validation)."""
+        from safetensors.torch import load_file
+
+        from audiointerp.train.export import WEIGHTS
+
+        cfg = self.cfg
+        if best is None or not (best / WEIGHTS).is_file():
+            raise CheckpointError(f"no best checkpoint with {WEIGHTS} to score on data.test_folds "
+                                  f"{list(cfg.data.test_folds)} (found {best})")
+        core: Task = self.accelerator.unwrap_model(self.task)
+        core.load_state_dict(load_file(str(best / WEIGHTS), device=str(self.accelerator.device)), strict=True)
+        dataset = self.test_data
+        if dataset is None:
+            raise ConfigError(f"data.test_folds={list(cfg.data.test_folds)} but no test set was built before training")
+        loader = self.accelerator.prepare(make_loader(dataset, int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers),
+                                                      int(cfg.train.seed)))
+        outputs = run_evaluation(self.accelerator, self.task, loader, bool(cfg.train.progress), "test")
+        result = summarize_on_main(self.accelerator, self.task, outputs, dataset)
+        log.info("scored the best checkpoint %s on the test folds %s", best.name, list(cfg.data.test_folds))
+        return self._report_evaluation(result, "test")
 
     def _is_better(self, scalars: dict[str, float]) -> bool:
         key = str(self.cfg.train.best_metric)

@@ -63,6 +63,7 @@ class EvalResult:
     figures: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. RDMs, saved as .npy beside the metrics
+    notes: dict[str, Any] = field(default_factory=dict)  # what the figures are on and how (set, folds, tie rule...)
 
 
 class Task(nn.Module, metaclass=ABCMeta):
@@ -87,7 +88,11 @@ class Task(nn.Module, metaclass=ABCMeta):
         """Create the networks from the config and the data's metadata and arrays (also to rebuild an export)."""
 
     def build_eval_data(self, source: str, format: str = "auto", folds: Optional[Sequence[str]] = None) -> Dataset:
-        """An evaluation set from any dataset reader, labelled with the classes the models were built for."""
+        """An evaluation set from any dataset reader, labelled with the classes the models were built for.
+
+        The trainer also scores the best checkpoint with it on `data.test_folds` (source and format of the run's
+        data), and `audiointerp evaluate` on any data; a task whose data is not a manifest of audio (e.g. an
+        activation store) overrides it, and its `eval_step`/`summarize` must accept what it returns."""
         from audiointerp.datasets import load_manifest
         from audiointerp.train.data import manifest_dataset
 
@@ -132,6 +137,11 @@ class Task(nn.Module, metaclass=ABCMeta):
         path = out_dir / "labels.txt"
         path.write_text("\n".join(classes) + "\n", encoding="utf-8")
         return [path]
+
+    def evaluation_notes(self) -> dict[str, str]:
+        """How this task's figures are computed, where a config leaves a choice (e.g. the ranking's tie rule):
+        written beside the metrics in summary.json and by `audiointerp evaluate`. Default: none."""
+        return {}
 
     def metric_names(self) -> Optional[list[str]]:
         """Names of the validation metrics `summarize` returns, to check train.best_metric before training

@@ -7,8 +7,17 @@ reconstruct their input (Esposito et al., ICASSP 2023).
   output probabilities.
 - CAE (task `cae`): the same encoder with a mirrored decoder, MSE on the log-mel patches.
 All three report the macro-class RDM correlation of the last shared layer (`embedding`) and, given a
-behavioural dissimilarity matrix, cross-validated RSA. Clip-level outputs and embeddings are the mean over the
-clip's 0.96 s patches.
+behavioural dissimilarity matrix, cross-validated RSA.
+
+Whole sounds: training takes `data.seconds` crops (one 0.96 s example with 0.975), but validation, test folds,
+`audiointerp evaluate` and the RSA features read every clip whole; the VGGish front end cuts it into every
+0.96 s example (an incomplete last example dropped, a clip under 0.975 s padded to one), clips of different
+lengths are padded in a batch with their `length`, and a clip's outputs and embeddings are the mean over its own
+examples (the paper's sound-averaged scores). Averaging happens inside `eval_step`, so the tensors gathered over
+processes are per clip.
+
+Ranking: `task.ties` is one rule for both networks (`evaluation.semantic.word_scores`): average ranks by default,
+or a cosine tie-break for both.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +69,11 @@ class ClipWordsDataset(Dataset):
     def row(self, i: int) -> ManifestRow:
         return self.base.rows[self.keep[i]]
 
+    @property
+    def collate_fn(self) -> Optional[Callable[[Sequence[Mapping[str, torch.Tensor]]], dict[str, torch.Tensor]]]:
+        """The base dataset's collate (padding whole clips), or None for the default collate."""
+        return self.base.collate_fn
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = self.base[self.keep[i]]
         if self.target == "embedding":
@@ -96,7 +110,11 @@ class SemanticConfig(EmbeddingEvalConfig):
     combine: str = "mean"  # a clip's target from its words' vectors: mean (L2-normalised) | sum | first
     balanced: bool = True  # semantically balanced sampling over Ward clusters of the dictionary
     clusters: int = 300  # K, the number of Ward clusters
-    top_n: list[int] = field(default_factory=lambda: list(range(5, 16)))  # AMCSS top-N values
+    top_n: list[int] = field(default_factory=lambda: list(range(5, 16)))  # AMCSS top-N values (<= dictionary size)
+    ties: str = "average"  # rank ties, the same rule for semDNN and catDNN: average (rankdata) | cosine (tie-break)
+
+
+TIES = ("average", "cosine")
 
 
 def dataset_row(dataset: Dataset, i: int) -> ManifestRow:
@@ -116,6 +134,23 @@ def _macro_labels(dataset: Dataset, column: Optional[str], indices: np.ndarray) 
 
 def _numpy_or_none(tensor: Optional[torch.Tensor]) -> Optional[np.ndarray]:
     return None if tensor is None else tensor.numpy()
+
+
+def clip_means(values: torch.Tensor, owner: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mean of per-example `values` [M, ...] over each clip's examples: [B, ...], with `owner` [M] the clip of each
+    example and `counts` [B] the number of examples of each clip (every count >= 1)."""
+    total = values.new_zeros((counts.shape[0], *values.shape[1:]))
+    total.index_add_(0, owner, values)
+    return total / counts.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
+
+
+def ranking_description(target: str, ties: str) -> str:
+    """Which rule a ranking score used, for logs, summaries and reports."""
+    scores = "NNLS betas (semDNN)" if target == "embedding" else "sigmoid probabilities (catDNN)"
+    rule = {"average": "ties by average rank",
+            "cosine": "ties broken by cosine to the prediction" if target == "embedding"
+            else "ties broken by cosine to the mean vector of the top words"}[ties]
+    return f"ranking_score: {scores}, {rule}"
 
 
 def warn_if_collapsed(dictionary: np.ndarray, source: str, threshold: float = 0.9) -> float:
@@ -146,29 +181,49 @@ class _VGGishTask(Task):
             raise ConfigError(f"data.sample_rate={cfg.data.sample_rate} but the front end of model {cfg.model.name!r} "
                               f"expects {self.frontend.sample_rate} Hz: set data.sample_rate={self.frontend.sample_rate}")
 
+    def examples(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every 0.96 s example of every clip: (examples [M, 1, 96, 64], owner [M] = the clip of each example,
+        counts [B] = examples per clip).
+
+        `audio` [B, (C,) T] holds clips zero-padded at the end; `lengths` [B] their own samples (None: all T).
+        A clip of n samples keeps the front end's `num_patches(n)` first examples (an incomplete last example is
+        dropped, a clip shorter than one example is padded to one), which are exactly the examples of the clip
+        alone: an example ending before the padding does not see it.
+        """
+        with torch.no_grad():
+            features = self.frontend(audio)  # [B, P, 1, 96, 64]
+        batch, most = features.shape[:2]
+        if lengths is None or not hasattr(self.frontend, "num_patches"):
+            counts = torch.full((batch,), most, dtype=torch.int64)
+        else:
+            counts = torch.tensor([min(most, int(self.frontend.num_patches(int(n)))) for n in lengths.tolist()],
+                                  dtype=torch.int64)
+        keep = torch.arange(most)[None, :] < counts[:, None]
+        owner = torch.arange(batch).repeat_interleave(counts)
+        return features[keep.to(features.device)], owner.to(features.device), counts.to(features.device)
+
     def patches(self, audio: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Front-end patches flattened to [B * P, 1, 96, 64], and P."""
+        """Front-end patches of clips of one length flattened to [B * P, 1, 96, 64], and P."""
         with torch.no_grad():
             features = self.frontend(audio)
         return features.flatten(0, 1), features.shape[1]
 
-    def clip_outputs(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(outputs, embeddings) averaged over each clip's patches."""
-        flat, n_patches = self.patches(audio)
+    def clip_outputs(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs, embeddings) [B, ...] of each clip: the mean over every example of the clip (see `examples`)."""
+        flat, owner, counts = self.examples(audio, lengths)
         embedding = self.network.forward_until(flat, "embedding")
         output = self.network.forward_from(embedding, "embedding")
-        batch = audio.shape[0]
-        return (output.reshape(batch, n_patches, *output.shape[1:]).mean(1),
-                embedding.reshape(batch, n_patches, -1).mean(1))
+        return clip_means(output, owner, counts), clip_means(embedding, owner, counts)
 
-    def rsa_features(self, flat: torch.Tensor, n_patches: int) -> dict[str, torch.Tensor]:
-        """{"rsa_features": [B, features]} of `task.rsa_layer` (mean over patches) when RSA needs a layer other than
-        the embedding; {} otherwise."""
+    def rsa_features(self, flat: torch.Tensor, owner: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"rsa_features": [B, features]} of `task.rsa_layer` (mean over each clip's examples) when RSA needs a
+        layer other than the embedding; {} otherwise."""
         layer = str(self.cfg.task.rsa_layer)
         if not self.cfg.task.dissimilarities or layer == "embedding":
             return {}
         activation = self.network.forward_until(flat, layer).flatten(1)
-        return {"rsa_features": activation.reshape(-1, n_patches, activation.shape[1]).mean(1).float()}
+        return {"rsa_features": clip_means(activation, owner, counts).float()}
 
     def export_module(self) -> nn.Module:
         from audiointerp.models.frontends import AudioPipeline
@@ -222,20 +277,29 @@ class SemanticTask(_VGGishTask):
     Config = SemanticConfig
 
     # --- data -------------------------------------------------------------------------------------------
-    def _word_vectors(self, sentences: list[list[str]]) -> WordVectors:
+    def _word_vectors(self, sentences: list[list[str]]) -> tuple[WordVectors, str]:
+        """The word vectors `task.vectors` names, and the resolved source: `trained: ...`, `package: ...` or
+        `file: ...`, with the dimension (written to config.yaml, logged, and in summary.json)."""
         task = self.cfg.task
         if task.vectors == "word2vec":
+            corpus_note = f"{len(sentences)} training descriptions"
             if task.word2vec_corpus:
                 corpus = Path(str(task.word2vec_corpus))
                 if not corpus.is_file():
                     raise ConfigError(f"task.word2vec_corpus={str(corpus)!r} does not exist")
                 lines = corpus.read_text(encoding="utf-8", errors="replace").splitlines()
                 sentences = [words for words in (tokenize(line, lemmatize=bool(task.lemmatize)) for line in lines) if words]
-            return train_word2vec(sentences, vector_size=int(task.word2vec_dim), epochs=int(task.word2vec_epochs),
-                                  seed=int(self.cfg.train.seed))
-        if task.vectors == "glove-6b-50d":
-            return glove_6b_50d()
-        return load_word_vectors(str(task.vectors), format=str(task.vectors_format))
+                corpus_note = f"{len(sentences)} sentences of {corpus}"
+            vectors = train_word2vec(sentences, vector_size=int(task.word2vec_dim), epochs=int(task.word2vec_epochs),
+                                     seed=int(self.cfg.train.seed))
+            kind = f"trained: {vectors.source} on {corpus_note}"
+        elif task.vectors == "glove-6b-50d":
+            vectors = glove_6b_50d()
+            kind = f"package: {vectors.source}"
+        else:
+            vectors = load_word_vectors(str(task.vectors), format=str(task.vectors_format))
+            kind = f"file: {vectors.source} (format {task.vectors_format})"
+        return vectors, f"{kind}; {vectors.dim}-d, {len(vectors)} words"
 
     def _clip_words(self, dataset: ManifestDataset) -> list[list[str]]:
         task = self.cfg.task
@@ -266,15 +330,18 @@ class SemanticTask(_VGGishTask):
         seed, progress = int(cfg.train.seed), bool(cfg.train.progress)
         manifest = load_manifest(str(cfg.data.source), format=str(cfg.data.format))
         classes = manifest.class_list("label")
+        if task.ties not in TIES:
+            raise ConfigError(f"task.ties={task.ties!r}; choose one of {', '.join(TIES)} (one rule for semDNN and catDNN)")
         train_base = manifest_dataset(cfg.data, manifest.select_folds(list(cfg.data.train_folds)), train=True,
                                       classes=classes, seed=seed, progress=progress)
         valid_base = manifest_dataset(cfg.data, manifest.select_folds(list(cfg.data.valid_folds)), train=False,
-                                      classes=classes, seed=seed, progress=progress)
+                                      classes=classes, seed=seed, progress=progress, whole_clips=True)
         train_words = self._clip_words(train_base)
         vocabulary = Vocabulary.build(train_words, min_count=int(task.min_count), lemmatize=bool(task.lemmatize),
                                       max_words=task.max_words)
         sentences = [tokenize(r.description, lemmatize=bool(task.lemmatize)) or list(w) for r, w in zip(train_base.rows, train_words)]
-        vectors = self._word_vectors(sentences)
+        vectors, resolved = self._word_vectors(sentences)
+        log.info("resolved task.vectors: %s", resolved)
         missing = [w for w in vocabulary.words if w not in vectors]
         if missing:
             log.warning("%d dictionary words have no vector in %s and are dropped: %s", len(missing), vectors.source, missing[:30])
@@ -282,6 +349,7 @@ class SemanticTask(_VGGishTask):
             vocabulary = Vocabulary(kept, {w: vocabulary.counts[w] for w in kept}, vocabulary.lemmatize,
                                     vocabulary.min_count, vocabulary.lemmatizer)
         dictionary = vectors.matrix(vocabulary.words).astype(np.float32)
+        self._check_top_n(len(vocabulary))
         warn_if_collapsed(dictionary, vectors.source)
         train = self._words_dataset(train_base, vocabulary, dictionary, "train")
         valid = self._words_dataset(valid_base, vocabulary, dictionary, "valid")
@@ -293,7 +361,8 @@ class SemanticTask(_VGGishTask):
             sampler = ClusterBalancedSampler(clusters, seed=seed)
         metadata = {"target": str(task.target), "vocabulary": vocabulary.words,
                     "counts": [vocabulary.counts[w] for w in vocabulary.words], "lemmatize": vocabulary.lemmatize,
-                    "lemmatizer": vocabulary.lemmatizer, "vectors": vectors.source, "embedding_dim": int(dictionary.shape[1])}
+                    "lemmatizer": vocabulary.lemmatizer, "vectors": vectors.source, "embedding_dim": int(dictionary.shape[1]),
+                    "resolved": {"task.vectors": resolved}}
         return TaskData(train, valid, metadata, {"dictionary": torch.from_numpy(dictionary)}, sampler)
 
     def build_eval_data(self, source: str, format: str = "auto", folds: Optional[Sequence[str]] = None) -> Dataset:
@@ -302,8 +371,21 @@ class SemanticTask(_VGGishTask):
         if folds:
             manifest = manifest.select_folds(list(folds))
         base = manifest_dataset(self.cfg.data, manifest, train=False, classes=manifest.class_list("label"),
-                                seed=int(self.cfg.train.seed), progress=bool(self.cfg.train.progress))
+                                seed=int(self.cfg.train.seed), progress=bool(self.cfg.train.progress), whole_clips=True)
         return self._words_dataset(base, self.vocabulary, self.dictionary.numpy(), Path(source).name)
+
+    def _check_top_n(self, words: int) -> None:
+        """task.top_n must fit the dictionary (checked before training and before an evaluation)."""
+        top_n = [int(n) for n in self.cfg.task.top_n]
+        if not top_n:
+            raise ConfigError("task.top_n is empty; give the AMCSS top-N values, e.g. [5, 10, 15]")
+        bad = [n for n in top_n if not 1 <= n <= words]
+        if bad:
+            raise ConfigError(f"task.top_n={top_n}: {bad} not in [1, {words}], the size of the dictionary "
+                              f"({words} words); lower task.top_n or grow the dictionary (task.min_count, more data)")
+
+    def evaluation_notes(self) -> dict[str, str]:
+        return {"ranking": ranking_description(self.target, str(self.cfg.task.ties))}
 
     # --- models ------------------------------------------------------------------------------------------
     def build_models(self, metadata: dict[str, Any], arrays: Optional[dict[str, torch.Tensor]] = None) -> None:
@@ -325,30 +407,37 @@ class SemanticTask(_VGGishTask):
         return ["loss", "examples", "ranking_score", *(f"amcss@{n}" for n in self.cfg.task.top_n), *self._rdm_metric_names()]
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        flat, n_patches = self.patches(batch["audio"])
-        target = batch["target"].repeat_interleave(n_patches, dim=0)  # every patch of a clip gets its target
+        flat, _, counts = self.examples(batch["audio"], batch.get("length"))
+        target = batch["target"].repeat_interleave(counts, dim=0)  # every example of a clip gets its target
         loss = self.criterion(self.network(flat), target)
         return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        output, embedding = self.clip_outputs(batch["audio"])
-        flat, n_patches = self.patches(batch["audio"])
-        return {"output": output.float(), "embedding": embedding.float(), "target": batch["target"], "index": batch["index"],
-                **self.rsa_features(flat, n_patches)}
+        """Per clip (so that gathering over processes sees equal shapes): outputs and embeddings averaged over
+        every example of the whole clip, the target and the dataset index."""
+        flat, owner, counts = self.examples(batch["audio"], batch.get("length"))
+        embedding = self.network.forward_until(flat, "embedding")
+        output = self.network.forward_from(embedding, "embedding")
+        return {"output": clip_means(output, owner, counts).float(), "embedding": clip_means(embedding, owner, counts).float(),
+                "target": batch["target"], "index": batch["index"], **self.rsa_features(flat, owner, counts)}
 
     def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
+        """Loss, the ranking score (`task.ties`, one rule for both networks), AMCSS@top_n (ties: the expectation
+        over orders of tied words under average ranks), and the RDM measures, over clip-level outputs."""
+        task = self.cfg.task
+        if task.ties not in TIES:
+            raise ConfigError(f"task.ties={task.ties!r}; choose one of {', '.join(TIES)}")
+        self._check_top_n(len(self.vocabulary))
         output, indices = outputs["output"], outputs["index"].numpy()
         true_words = [dataset.word_ids[int(i)] for i in indices]
         dictionary = self.dictionary.numpy()
         metrics = {"loss": float(self.criterion(output, outputs["target"])), "examples": float(len(indices))}
-        if self.target == "embedding":
-            scores = semantic.nnls_betas(output.numpy(), dictionary)
-            tie_break = semantic.cosine_similarities(output.numpy(), dictionary)
-        else:
-            scores, tie_break = torch.sigmoid(output).numpy(), None
+        scores, tie_break = semantic.word_scores(output.numpy(), dictionary, target=self.target, ties=str(task.ties),
+                                                 top_k=min(int(n) for n in task.top_n))
         metrics["ranking_score"] = float(semantic.ranking_score(scores, true_words, tie_break=tie_break).mean())
-        curve = semantic.amcss_curve(scores, true_words, dictionary, top_ns=list(self.cfg.task.top_n), tie_break=tie_break)
+        curve = semantic.amcss_curve(scores, true_words, dictionary, top_ns=list(task.top_n), tie_break=tie_break,
+                                     ties="average")
         metrics.update({f"amcss@{n}": float(v) for n, v in curve.items()})
         rdm_metrics, figures, arrays = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset,
                                                             _numpy_or_none(outputs.get("rsa_features")))
@@ -374,9 +463,17 @@ class CAETask(_VGGishTask):
         manifest = load_manifest(str(cfg.data.source), format=str(cfg.data.format))
         classes = manifest.class_list("label")
         splits = [manifest_dataset(cfg.data, manifest.select_folds(list(folds)), train=train, classes=classes,
-                                   seed=int(cfg.train.seed), progress=bool(cfg.train.progress))
+                                   seed=int(cfg.train.seed), progress=bool(cfg.train.progress), whole_clips=not train)
                   for folds, train in ((cfg.data.train_folds, True), (cfg.data.valid_folds, False))]
         return TaskData(splits[0], splits[1], {})
+
+    def build_eval_data(self, source: str, format: str = "auto", folds: Optional[Sequence[str]] = None) -> Dataset:
+        """Any dataset reader's clips, whole (every example of a clip is evaluated)."""
+        manifest = load_manifest(source, format=format)
+        if folds:
+            manifest = manifest.select_folds(list(folds))
+        return manifest_dataset(self.cfg.data, manifest, train=False, classes=manifest.class_list("label"),
+                                seed=int(self.cfg.train.seed), progress=bool(self.cfg.train.progress), whole_clips=True)
 
     def build_models(self, metadata: dict[str, Any], arrays: Optional[dict[str, torch.Tensor]] = None) -> None:
         self._build_network(None)
@@ -386,19 +483,18 @@ class CAETask(_VGGishTask):
         return ["loss", "examples", *self._rdm_metric_names()]
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        flat, _ = self.patches(batch["audio"])
+        flat, _, _ = self.examples(batch["audio"], batch.get("length"))
         loss = self.criterion(self.network(flat), flat)
         return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        flat, n_patches = self.patches(batch["audio"])
+        """Per clip: reconstruction MSE and embedding averaged over every example of the whole clip."""
+        flat, owner, counts = self.examples(batch["audio"], batch.get("length"))
         embedding = self.network.forward_until(flat, "embedding")
         error = (self.network.forward_from(embedding, "embedding") - flat).pow(2).flatten(1).mean(1)
-        batch_size = batch["audio"].shape[0]
-        return {"mse": error.reshape(batch_size, n_patches).mean(1).float(),
-                "embedding": embedding.reshape(batch_size, n_patches, -1).mean(1).float(), "index": batch["index"],
-                **self.rsa_features(flat, n_patches)}
+        return {"mse": clip_means(error, owner, counts).float(), "embedding": clip_means(embedding, owner, counts).float(),
+                "index": batch["index"], **self.rsa_features(flat, owner, counts)}
 
     def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
         indices = outputs["index"].numpy()
