@@ -3,6 +3,7 @@ the plain decomposition misses, while training the head alone stays at the basel
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from audiointerp.analysis.store import write_store
+from sklearn.linear_model import LogisticRegression
+
+from audiointerp.analysis.store import ActivationStore, write_store
 from audiointerp.configs import load_config
 from audiointerp.errors import ConfigError
 from audiointerp.evaluation.concepts import decompose, prepare
@@ -143,11 +146,24 @@ def test_fine_tuning_the_projector_recovers_what_the_decomposition_missed(tmp_pa
                                    f"task.vectors={vectors}", f"task.vocabulary={tmp_path / 'vocabulary.txt'}",
                                    "task.l1=0.01", f"task.train_part={part}", "train.epochs=40", "train.eval_every_epochs=40",
                                    "train.progress=false", "tracking.backend=none", "optim.lr=0.01",
-                                   f"output_dir={tmp_path / 'runs'}"])
-    metrics = Trainer(cfg).fit().metrics
+                                   f"output_dir={tmp_path / 'runs'}",
+                                   *(["data.train_folds=[2,3,4]", "data.test_folds=[5]"] if part == "both" else [])])
+    result = Trainer(cfg).fit()
+    metrics = result.metrics
     assert metrics["valid/baseline_accuracy"] < 0.7  # the plain decomposition hardly sees the label (chance 0.5)
     if part == "both":
         assert metrics["valid/accuracy"] > 0.9 and metrics["valid/accuracy_change"] > 0.25
+        # the held-out fold is scored with its own baseline: the probe on fold 5's plain decomposition
+        test = json.loads((result.run_dir / "summary.json").read_text())["test"]
+        folds = np.array([str(1 + i % 5) for i in range(300)])
+        x, labels = ActivationStore(store).load("output"), ActivationStore(store).column("label")
+        text = prepare(np.loadtxt(vectors, skiprows=1, usecols=range(1, 13)))[0]
+        train, held = np.isin(folds, ["2", "3", "4"]), folds == "5"
+        mean = prepare(x[train])[1]
+        probe = LogisticRegression(max_iter=2000).fit(decompose(prepare(x[train], mean=mean)[0], text, 0.01), labels[train])
+        expected = probe.score(decompose(prepare(x[held], mean=mean)[0], text, 0.01), labels[held])
+        assert test["test/baseline_accuracy"] == pytest.approx(expected, abs=1e-9)
+        assert test["test/examples"] == 60 and test["test/accuracy"] > 0.9
     else:
         assert abs(metrics["valid/accuracy_change"]) < 0.2
     assert 0 < metrics["valid/concepts_per_sound"] <= len(CONCEPTS)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -239,31 +239,63 @@ class ConceptsTask(Task):
         if task.train_part not in PARTS:
             raise ConfigError(f"task.train_part={task.train_part!r}; choose one of {', '.join(PARTS)}")
         store = ActivationStore(str(cfg.data.source))
-        embeddings = clip_embeddings(store, str(task.layer))
+        embeddings, targets, classes, folds = self._store_clips(store)
         vocabulary, dictionary = self._dictionary()
         if embeddings.shape[1] != dictionary.shape[1]:
             raise ConfigError(f"task.layer={task.layer} has {embeddings.shape[1]} dimensions, the concepts "
                               f"{dictionary.shape[1]}: the layer must live in the concepts' embedding space")
-        labels = store.column(str(task.factor))
-        classes = sorted(set(labels.tolist()))
-        targets = np.array([classes.index(v) for v in labels])
-        folds = store.column("fold")
         train = np.isin(folds, [str(f) for f in cfg.data.train_folds])
         valid = np.isin(folds, [str(f) for f in cfg.data.valid_folds])
         if not train.any() or not valid.any():
             raise ConfigError(f"data.train_folds / valid_folds select no clips; the store's folds: {sorted(set(folds))}")
-        audio_train, audio_mean = prepare(embeddings[train])
-        audio_valid, _ = prepare(embeddings[valid], mean=audio_mean)
+        _, audio_mean = prepare(embeddings[train])
         text, _ = prepare(dictionary)
-        sparse_train, sparse_valid = decompose(audio_train, text, float(task.l1)), decompose(audio_valid, text, float(task.l1))
-        baseline = LogisticRegression(max_iter=2000).fit(sparse_train, targets[train]).score(sparse_valid, targets[valid])
-        self.baseline_accuracy = float(baseline)
+        self.baseline_accuracy = self._baseline(embeddings, targets, train, valid, audio_mean, text)
         metadata = {"classes": classes, "concepts": vocabulary, "factor": str(task.factor), "layer": str(task.layer),
                     "baseline_accuracy": self.baseline_accuracy}
         arrays = {"dictionary": torch.as_tensor(text, dtype=torch.float32),
                   "audio_mean": torch.as_tensor(audio_mean, dtype=torch.float32)}
-        return TaskData(EmbeddingLabels(embeddings[train], targets[train]), EmbeddingLabels(embeddings[valid], targets[valid]),
-                        metadata, arrays)
+        return TaskData(EmbeddingLabels(embeddings[train], targets[train]),
+                        EmbeddingLabels(embeddings[valid], targets[valid], self.baseline_accuracy), metadata, arrays)
+
+    def _store_clips(self, store: ActivationStore) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """The store's clip embeddings of `task.layer`, their class indices, the classes and each clip's fold."""
+        labels = store.column(str(self.cfg.task.factor))
+        classes = sorted(set(labels.tolist()))
+        targets = np.array([classes.index(v) for v in labels])
+        return clip_embeddings(store, str(self.cfg.task.layer)), targets, classes, store.column("fold")
+
+    def _baseline(self, embeddings: np.ndarray, targets: np.ndarray, train: np.ndarray, evaluated: np.ndarray,
+                  audio_mean: np.ndarray, text: np.ndarray) -> float:
+        """Accuracy on the `evaluated` clips of a logistic regression fitted on the `train` clips' plain decomposition
+        (the exact lasso at `task.l1`): what the bottleneck is compared with."""
+        l1 = float(self.cfg.task.l1)
+        sparse_train = decompose(prepare(embeddings[train], mean=audio_mean)[0], text, l1)
+        sparse_eval = decompose(prepare(embeddings[evaluated], mean=audio_mean)[0], text, l1)
+        model = LogisticRegression(max_iter=2000).fit(sparse_train, targets[train])
+        return float(model.score(sparse_eval, targets[evaluated]))
+
+    def build_eval_data(self, source: str, format: str = "auto", folds: Optional[Sequence[str]] = None) -> Dataset:
+        """The clips of `folds` (None: every clip) of the store `source`, with the baseline refitted on the run's
+        training folds and scored on them (e.g. `data.test_folds`). The store must hold the run's layer and factor."""
+        cfg = self.cfg
+        store = ActivationStore(str(source))
+        embeddings, targets, classes, clip_folds = self._store_clips(store)
+        if not set(classes) <= set(self.classes):
+            raise ConfigError(f"{source}: {cfg.task.factor} classes {sorted(set(classes) - set(self.classes))} are not "
+                              f"among the run's classes {self.classes}")
+        targets = np.array([self.classes.index(classes[t]) for t in targets])
+        evaluated = np.isin(clip_folds, [str(f) for f in folds]) if folds else np.ones(len(targets), dtype=bool)
+        if not evaluated.any():
+            raise ConfigError(f"folds {list(folds or [])} select no clips of {source}; its folds: {sorted(set(clip_folds))}")
+        train = np.isin(clip_folds, [str(f) for f in cfg.data.train_folds])
+        if not train.any():
+            raise ConfigError(f"{source} holds none of the run's training folds {list(cfg.data.train_folds)}, which the "
+                              "baseline is fitted on")
+        audio_mean = self.model.audio_mean.double().cpu().numpy()
+        text = self.model.dictionary.double().cpu().numpy()
+        baseline = self._baseline(embeddings, targets, train, evaluated, audio_mean, text)
+        return EmbeddingLabels(embeddings[evaluated], targets[evaluated], baseline)
 
     def build_models(self, metadata: dict[str, Any], arrays: Optional[dict[str, torch.Tensor]] = None) -> None:
         if not arrays or "dictionary" not in arrays:
@@ -292,9 +324,10 @@ class ConceptsTask(Task):
     def summarize(self, outputs: dict[str, torch.Tensor], dataset: Dataset) -> EvalResult:
         logits, target = outputs["logits"], outputs["target"]
         accuracy = float((logits.argmax(-1) == target).float().mean())
+        baseline = getattr(dataset, "baseline_accuracy", None)
+        baseline = self.baseline_accuracy if baseline is None else baseline  # the evaluated set's own baseline
         return EvalResult({"loss": float(F.cross_entropy(logits, target)), "accuracy": accuracy,
-                           "baseline_accuracy": self.baseline_accuracy,
-                           "accuracy_change": accuracy - self.baseline_accuracy,
+                           "baseline_accuracy": baseline, "accuracy_change": accuracy - baseline,
                            "concepts_per_sound": float(outputs["concepts_used"].mean()), "examples": float(len(target))})
 
     def export_module(self) -> nn.Module:
@@ -311,11 +344,13 @@ class ConceptsTask(Task):
 
 
 class EmbeddingLabels(Dataset):
-    """Stored embeddings and their classes as the trainer's batches: {"x", "target", "index"}."""
+    """Stored embeddings and their classes as the trainer's batches: {"x", "target", "index"}; an evaluation set
+    carries its baseline's accuracy (the plain decomposition's probe on these clips)."""
 
-    def __init__(self, embeddings: np.ndarray, targets: np.ndarray) -> None:
+    def __init__(self, embeddings: np.ndarray, targets: np.ndarray, baseline_accuracy: Optional[float] = None) -> None:
         self.x = torch.as_tensor(embeddings, dtype=torch.float32)
         self.target = torch.as_tensor(targets, dtype=torch.long)
+        self.baseline_accuracy = baseline_accuracy
 
     def __len__(self) -> int:
         return len(self.x)
