@@ -35,3 +35,55 @@ def test_errors_exit_with_status_2_and_name_the_cause(tmp_path: Path, tiny_overr
 def test_listings(capsys) -> None:
     assert main(["models"]) == 0 and "small_cnn" in capsys.readouterr().out
     assert main(["configs"]) == 0 and "classifier" in capsys.readouterr().out
+
+
+def six_class_manifest(tiny_data: Path, out: Path) -> Path:
+    """Fold 1 of the built-in set labelled by material: 24 clips of 6 classes (absolute paths)."""
+    rows = [r for r in csv.DictReader(open(tiny_data)) if r["fold"] == "1"]
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "path": str(tiny_data.parent / row["path"]), "label": row["material"]})
+    return out
+
+
+def test_extract_keeps_a_pretrained_models_released_head(tiny_data: Path, tmp_path: Path) -> None:
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from audiointerp.analysis import ActivationStore
+    from audiointerp.analysis.extraction import layer_activations
+    from audiointerp.models import build_pipeline
+    from tests.models.test_yamnet import port_state_dict
+
+    torch.save(port_state_dict(), tmp_path / "yamnet.pth")
+    manifest = six_class_manifest(tiny_data, tmp_path / "six.csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["extract", "--model", "yamnet", "--checkpoint", str(tmp_path / "yamnet.pth"), "--data", str(manifest),
+                     "--layers", "logits", "--pooling", "mean", "--out", str(tmp_path / "store"), "--quiet"]) == 0
+    assert not [w for w in caught if "head not loaded" in str(w.message)]
+    store = ActivationStore(tmp_path / "store")
+    assert store.meta["data_num_classes"] == 6 and store.meta["layer_shapes"]["logits"] == [521]
+    # the released head's logits: the checkpoint's own classifier, not a fresh 6-class one
+    pipeline = build_pipeline("yamnet", num_classes=521, checkpoint=tmp_path / "yamnet.pth").eval()
+    from audiointerp.datasets import load_manifest
+    from audiointerp.datasets.manifest import ManifestDataset
+
+    rows = load_manifest(str(manifest))
+    data = ManifestDataset(rows, sample_rate=16000, seconds=None, train=False, classes=rows.class_list("label"),
+                           progress=False)
+    expected = layer_activations(pipeline, data[3]["audio"][None], ["logits"])["logits"].mean(1)[0].numpy()
+    np.testing.assert_allclose(store.load("logits", [3])[0], expected, rtol=1e-4, atol=1e-5)
+
+    # a fine-tuned 6-class checkpoint: its own head, with or without --num-classes
+    tuned = build_pipeline("yamnet", num_classes=6).network.state_dict()
+    torch.save(tuned, tmp_path / "yamnet_tuned.pth")
+    for extra in ([], ["--num-classes", "6"]):
+        out = tmp_path / f"tuned{len(extra)}"
+        assert main(["extract", "--model", "yamnet", "--checkpoint", str(tmp_path / "yamnet_tuned.pth"), "--data",
+                     str(manifest), "--layers", "logits", "--pooling", "mean", "--out", str(out), "--quiet"] + extra) == 0
+        assert ActivationStore(out).meta["layer_shapes"]["logits"] == [6]

@@ -40,6 +40,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0 if rows else 1
     result = evaluate(args.sources[0], data=datas[0], data_format=args.format, folds=args.folds,
                       checkpoint=args.checkpoint, out_dir=args.out, batch_size=args.batch_size, settings=args.set or ())
+    notes = result.notes
+    folds = f", folds {' '.join(notes['folds'])}" if notes.get("folds") else ""
+    print(f"set: {notes.get('set', '?')} ({notes.get('source', '?')}{folds})")
+    for key, value in (notes.get("resolved") or {}).items():
+        print(f"{key}: {value}")
     width = max(len(k) for k in result.metrics)
     for key, value in result.metrics.items():
         print(f"{key:<{width}}  {value:.4f}")
@@ -105,7 +110,7 @@ def _analyze_manipulate(args: argparse.Namespace) -> int:
     settings = ManipulateSettings(factors=args.factor, within=args.within, pairs=pairs, repeats=args.repeats,
                                   clips=args.clips, valley_center=args.valley_center, valley_width=args.valley_width,
                                   typical_radius=args.typical_radius, max_triplets=args.max_triplets, output=args.output,
-                                  seed=args.seed)
+                                  edit=args.edit, seed=args.seed)
     result = manipulate(args.flow_export, ActivationStore(args.store), settings, progress=not args.quiet)
     if not result.triplets:
         raise StoreError("no class pair has both atypical and typical sounds: widen --valley-width or --typical-radius")
@@ -114,7 +119,8 @@ def _analyze_manipulate(args: argparse.Namespace) -> int:
     track_manipulation(result, out, f"manipulate-{Path(args.store).name}", asdict(settings), settings.output, args.tracking)
     for row in result.tests:
         print(f"{row['factor']}: d({row['reference']},M) {row['mean_before']:.3f} -> d({row['reference']},M->{row['moved_to']}) "
-              f"{row['mean_after']:.3f}: t({row['df']}) = {row['t']:.2f}, Bonferroni p = {row['p_bonferroni']:.3g}"
+              f"{row['mean_after']:.3f}: n = {row['n']} distinct M, t({row['df']}) = {row['t']:.2f}, "
+              f"Bonferroni p = {row['p_bonferroni']:.3g}"
               f"{' (as expected)' if row['confirmed'] else ''}")
     print(f"{len(result.triplets)} triplets, {len(result.skipped)} class pairs skipped; wrote {out}")
     return 0
@@ -151,7 +157,8 @@ def _analyze_rsa(args: argparse.Namespace) -> int:
     track_rsa(rows, out, f"rsa-{Path(args.stores[0]).name}", {**asdict(settings), "targets": args.target}, args.tracking)
     for row in rows:
         interval = f" [{row['spearman_low']:.3f}, {row['spearman_high']:.3f}]" if "spearman_low" in row else ""
-        residual = f", residual r {row['pearson_residual']:.3f}" if "pearson_residual" in row else ""
+        residual = (f", residual Spearman {row['spearman_residual']:.3f}, Pearson {row['pearson_residual']:.3f}"
+                    if "pearson_residual" in row else "")
         print(f"{Path(row['store']).name} {row['layer']} ~ {row['target']}: Spearman {row['spearman']:.3f}{interval}, "
               f"Pearson {row['pearson']:.3f}{residual} ({row['sounds']} sounds)")
     print(f"wrote {out}")
@@ -305,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", help="dataset layout (default: auto)")
     p.add_argument("--folds", nargs="+", help="only these folds")
     p.add_argument("--checkpoint", help="local weights of a zoo model")
-    p.add_argument("--num-classes", type=int, help="a zoo model's class count (default: the data's)")
+    p.add_argument("--num-classes", type=int,
+                   help="the head size of a fine-tuned checkpoint (default: a pretrained model's released head, the "
+                        "checkpoint's own count, or for small_cnn/catdnn without a checkpoint the data's classes)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored precision")
     p.add_argument("--pooling", choices=("none", "mean", "window"), default="none",
                    help="over patches: none, mean, or the mean of --window patches from --offset")
@@ -339,15 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--within", help="the other factor whose classes hold each experiment (default: the flow's other one)")
     p.add_argument("--pair", action="append", help="a class pair FACTOR=P,Q (repeatable; default: random pairs)")
     p.add_argument("--repeats", type=int, default=10, help="random pairs per class of the other factor (default 10)")
-    p.add_argument("--clips", type=int, default=8192, help="random clips of the store (default 8192)")
+    p.add_argument("--clips", type=int, default=8192,
+                   help="random clips of the store among those the flow did not train on (default 8192)")
     p.add_argument("--valley-center", choices=("midpoint", "subset_mean"), default="midpoint",
                    help="centre of the atypical sounds' valley: the midpoint of the p and q means, or the mean of all "
                         "sounds of the other factor's class (LatentAudio's code)")
     p.add_argument("--valley-width", type=float, default=0.2, help="atypical: within this of the centre (default 0.2)")
     p.add_argument("--typical-radius", type=float, default=0.3, help="typical: within this of the class mean (default 0.3)")
-    p.add_argument("--max-triplets", type=int, help="random triplets per factor kept for the tests (default: all)")
+    p.add_argument("--max-triplets", type=int, help="distinct atypical sounds M (one triplet each) per factor kept for "
+                   "the tests, the same ones for the same --seed (default: all)")
     p.add_argument("--output", choices=("logits", "log_sigmoid", "log_softmax"), default="logits",
                    help="what the distances are measured on (default logits)")
+    p.add_argument("--edit", choices=("coordinate", "block"), default="coordinate",
+                   help="move M's coordinate along the p -> q direction to the donor's value (default), or replace "
+                        "M's whole code block with the donor's")
     p.add_argument("--seed", type=int, default=0, help="the clip sample, the pairs and the triplets")
     _analysis_outputs(p, "FLOW_EXPORT/manipulation")
     p.set_defaults(func=_analyze_manipulate)

@@ -10,7 +10,7 @@ from audiointerp.errors import ConfigError
 
 def test_shipped_configs_load_with_required_values_given() -> None:
     assert "classifier" in available_configs()
-    required = {"flow": ["task.layer=layer9"], "concepts": ["task.layer=output"]}  # values a config asks for beyond the data and the weights
+    required = {"flow": ["task.layer=layer9"], "flow_latentaudio": ["task.layer=layer9"], "concepts": ["task.layer=output"]}  # values a config asks for beyond the data and the weights
     for name in available_configs():
         cfg = load_config(name, ["data.source=somewhere.csv", "model.checkpoint=weights.pt", *required.get(name, [])])
         assert cfg.experiment and cfg.task.name

@@ -1,6 +1,9 @@
 """`audiointerp analyze manipulate`: edit a factor's coordinate in the flow's code and measure the network's output
 (Dick et al., Fig. 2; LatentAudio's evaluate_disentangle).
 
+Only clips the flow and its PCA never saw in training take part: the flow export records its training clips
+(`train_indices`, with the store's clip-table digest), and the sample is drawn from the store's other clips.
+
 For a factor (e.g. material), within each class of the other factor (e.g. each action), for class pairs (p, q) of
 the factor (random pairs, `repeats` per class, or given ones):
 
@@ -8,13 +11,19 @@ the factor (random pairs, `repeats` per class, or given ones):
    coordinate itself). Atypical sounds M are p-sounds in the valley between the classes: within `valley_width` of
    the midpoint of the two class means (or of the mean of all sounds of that class of the other factor, as
    LatentAudio's code does). Typical sounds P and Q lie within `typical_radius` of their class means.
-2. The three lists are shuffled and cut to the shortest, pairing them by position: triplets (M, P, Q).
-3. M's block is set to its P's block (M->P), and separately to its Q's (M->Q); the edited codes go back through
-   the flow's inverse and the PCA pipeline's inverse to the layer's activation, and the network continues from
-   that layer (`forward_from`) to its outputs.
+2. The three lists are shuffled and cut to the shortest, pairing them by position: triplets (M, P, Q). An atypical
+   sound already in a triplet of this factor (from an earlier class pair) is not used again, so each M enters
+   the tests once and the tests' n is the number of distinct M sounds; `max_triplets` keeps a random subset of
+   them (the same for the same seed).
+3. M's coordinate is set to its P's (M->P), and separately to its Q's (M->Q): along the p -> q direction of step 1
+   only, the rest of M's block kept (`edit="coordinate"`, the paper's "set M's coordinate to a P value"; for a
+   1-D block the same as replacing the block), or the whole block replaced (`edit="block"`). The edited codes go
+   back through the flow's inverse and the PCA pipeline's inverse to the layer's activation, and the network
+   continues from that layer (`forward_from`) to its outputs.
 4. Euclidean distances between outputs: d(P, M), d(P, M->P), d(P, M->Q), and the same with respect to Q.
 5. Paired t-tests of d(ref, M) against d(ref, M->P) and d(ref, M->Q), ref = P and Q; Bonferroni over the four
-   tests of each factor. Moving M towards P should bring its outputs closer to P's: d(P, M->P) < d(P, M).
+   tests of each factor, n = the distinct M sounds. Moving M towards P should bring its outputs closer to P's:
+   d(P, M->P) < d(P, M).
 
 Writes `triplets.csv` (every triplet with its six distances), `tests.csv`, `skipped.csv` (class pairs without
 enough sounds) and `manipulation.png` (bars as in the paper's Fig. 2, standard errors, tests marked).
@@ -41,6 +50,7 @@ log = logging.getLogger("audiointerp")
 
 OUTPUTS = ("logits", "log_sigmoid", "log_softmax")
 CENTRES = ("midpoint", "subset_mean")
+EDITS = ("coordinate", "block")
 DISTANCES = ("P,M", "P,M->P", "P,M->Q", "Q,M", "Q,M->P", "Q,M->Q")  # (reference, compared output)
 
 
@@ -54,8 +64,9 @@ class ManipulateSettings:
     valley_center: str = "midpoint"  # midpoint of the p and q means | subset_mean (LatentAudio's code)
     valley_width: float = 0.2  # M: p-sounds within +- this of the valley's centre, in code units (LatentAudio: 0.2)
     typical_radius: float = 0.3  # P, Q: sounds within this of their class mean (LatentAudio: 0.3)
-    max_triplets: Optional[int] = None  # random triplets per factor kept for the tests (None: all; the paper: 199)
+    max_triplets: Optional[int] = None  # distinct M sounds (triplets) per factor kept, seeded (None: all; the paper: 199)
     output: str = "logits"  # logits | log_sigmoid (LatentAudio) | log_softmax: what distances are measured on
+    edit: str = "coordinate"  # coordinate: move M along the p -> q direction to the donor's value | block: replace the block
     alpha: float = 0.05  # family-wise level per factor (Bonferroni over its four tests)
     seed: int = 0  # the clip sample, the random pairs and the triplets
     batch_size: int = 256  # clips per forward pass
@@ -64,7 +75,7 @@ class ManipulateSettings:
 @dataclass
 class ManipulationResult:
     triplets: list[dict[str, Any]]  # factor, within, class, p, q, m, P, Q (store indices) and the six distances
-    tests: list[dict[str, Any]]  # factor, reference, moved_to, n, t, p, p_bonferroni, significant, mean distances
+    tests: list[dict[str, Any]]  # factor, reference, moved_to, n (distinct M), t, p, p_bonferroni, significant, means
     skipped: list[dict[str, Any]]  # class pairs without a triplet, with the counts of M, P and Q
 
     def distances(self, factor: str) -> dict[str, np.ndarray]:
@@ -90,6 +101,7 @@ class Manipulator:
         if metadata.get("store_identity") != store.model_identity() or list(store.shape(self.layer)) != list(self.task.layer_shape):
             raise StoreError(f"the flow {flow_export} was trained on activations of another model or layer shape "
                              f"({metadata.get('store_model')}) than the store {store.folder} ({store.meta.get('model')})")
+        self.held_out = held_out_clips(metadata, store, flow_export)
         self.network = store_pipeline(store.meta).network
 
     def codes(self, indices: np.ndarray, progress: bool = False) -> np.ndarray:
@@ -113,11 +125,38 @@ class Manipulator:
             out = out.log_softmax(-1)
         return out.double().numpy()
 
-    def edited_outputs(self, m: np.ndarray, donors: np.ndarray, block: slice) -> np.ndarray:
-        """Outputs of clips `m` with their code block replaced by the block of clips `donors` (pairwise)."""
+    def edited_outputs(self, m: np.ndarray, donors: np.ndarray, block: slice,
+                       axes: Optional[np.ndarray] = None) -> np.ndarray:
+        """Outputs of clips `m` with their code block replaced by the block of clips `donors` (pairwise), or, with
+        unit `axes` [n, block width], only their coordinate along each axis set to the donor's."""
         z, remainder = self.task.encode(self.store.load(self.layer, m))
-        z[:, block] = torch.as_tensor(self.codes(donors)[:, block])
+        donor = torch.as_tensor(self.codes(donors)[:, block])
+        if axes is None:
+            z[:, block] = donor
+        else:
+            axes = torch.as_tensor(np.asarray(axes), dtype=z.dtype)
+            z[:, block] += ((donor - z[:, block]) * axes).sum(1, keepdim=True) * axes
         return self.outputs(self.task.decode(z, remainder))
+
+
+def held_out_clips(metadata: dict[str, Any], store: ActivationStore, flow_export: str | Path) -> np.ndarray:
+    """Store indices of the clips the flow and its PCA never trained on (sorted). The export records its
+    training clips and the digest of its store's clip table; another clip table is refused, since its indices
+    would not say which clips the flow saw."""
+    from audiointerp.train.tasks.flow import clips_digest
+
+    if "train_indices" not in metadata or "store_clips_sha256" not in metadata:
+        raise StoreError(f"the flow export {flow_export} does not record the clips it trained on (made before "
+                         "held-out manipulation): train and export the flow again")
+    if metadata["store_clips_sha256"] != clips_digest(store) or int(metadata.get("store_clips", -1)) != len(store):
+        raise StoreError(f"the store {store.folder} holds other clips than the store the flow trained on "
+                         f"({metadata.get('store')}): its held-out clips cannot be known; pass the flow's store")
+    seen = np.union1d(np.asarray(metadata["train_indices"], dtype=np.int64),
+                      np.asarray(metadata.get("pca_indices", []), dtype=np.int64))
+    held_out = np.setdiff1d(np.arange(len(store)), seen)
+    if not len(held_out):
+        raise StoreError(f"the flow {flow_export} trained on every clip of {store.folder}: none is left to manipulate")
+    return held_out
 
 
 def _select(s: np.ndarray, is_p: np.ndarray, is_q: np.ndarray, centre: float, settings: ManipulateSettings,
@@ -134,8 +173,10 @@ def _select(s: np.ndarray, is_p: np.ndarray, is_q: np.ndarray, centre: float, se
 def find_triplets(z: np.ndarray, sample: np.ndarray, values: np.ndarray, within: np.ndarray, factor: str,
                   within_name: str, block: slice, settings: ManipulateSettings, rng: np.random.Generator,
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Triplets (M, P, Q) of store indices for one factor, and the class pairs skipped for want of sounds."""
+    """Triplets (M, P, Q) of store indices for one factor, and the class pairs skipped for want of sounds. Each
+    atypical sound M appears in one triplet at most (later class pairs skip the M sounds already used)."""
     triplets, skipped = [], []
+    used: set[int] = set()
     for context in sorted(set(within.tolist())):
         subset = np.flatnonzero(within == context)
         classes = sorted(set(values[subset].tolist()))
@@ -162,13 +203,16 @@ def find_triplets(z: np.ndarray, sample: np.ndarray, values: np.ndarray, within:
             s = codes @ (direction / np.linalg.norm(direction))
             centre = 0.5 * (s[is_p].mean() + s[is_q].mean()) if settings.valley_center == "midpoint" else s.mean()
             m, p, q = _select(s, is_p, is_q, centre, settings)
+            m = np.array([i for i in m if int(sample[subset[i]]) not in used], dtype=np.int64)
             n = min(len(m), len(p), len(q))
             if not n:
                 skipped.append({**counts, "m": len(m), "P": len(p), "Q": len(q), "reason": "too few sounds"})
                 continue
             m, p, q = (rng.permutation(positions)[:n] for positions in (m, p, q))
-            triplets += [{**counts, "m": int(sample[subset[a]]), "P": int(sample[subset[b]]), "Q": int(sample[subset[c]])}
-                         for a, b, c in zip(m, p, q)]
+            used.update(int(sample[subset[i]]) for i in m)
+            axis = direction / np.linalg.norm(direction)  # the coordinate an edit moves along (not written)
+            triplets += [{**counts, "m": int(sample[subset[a]]), "P": int(sample[subset[b]]), "Q": int(sample[subset[c]]),
+                          "axis": axis} for a, b, c in zip(m, p, q)]
     return triplets, skipped
 
 
@@ -178,10 +222,14 @@ def manipulate(flow_export: str | Path, store: ActivationStore, settings: Manipu
     its class pairs are in `skipped`)."""
     if settings.valley_center not in CENTRES:
         raise ValueError(f"valley_center {settings.valley_center!r}; choose one of {', '.join(CENTRES)}")
+    if settings.edit not in EDITS:
+        raise ValueError(f"edit {settings.edit!r}; choose one of {', '.join(EDITS)}")
     tool = Manipulator(flow_export, store, settings.output, settings.batch_size)
     factors, blocks = tool.task.factors, tool.task.blocks()
     rng = np.random.default_rng(settings.seed)
-    sample = np.sort(rng.choice(len(store), size=min(settings.clips, len(store)), replace=False))
+    pool = np.asarray(tool.held_out)  # clips the flow and its PCA never saw
+    sample = np.sort(rng.choice(pool, size=min(settings.clips, len(pool)), replace=False))
+    log.info("manipulating %d of the %d clips the flow did not train on", len(sample), len(pool))
     z = tool.codes(sample, progress)
     result = ManipulationResult([], [], [])
     for factor in settings.factors:
@@ -196,26 +244,30 @@ def manipulate(flow_export: str | Path, store: ActivationStore, settings: Manipu
                                           factor, within_name, blocks[factor], settings, rng)
         result.skipped += skipped
         if settings.max_triplets is not None and len(triplets) > settings.max_triplets:
-            keep = np.sort(rng.choice(len(triplets), size=settings.max_triplets, replace=False))
-            triplets = [triplets[i] for i in keep]
+            # distinct M sounds (one triplet each), the same ones for the same seed, whatever other factors ran
+            keep = np.random.default_rng((settings.seed, factors.index(factor))).choice(
+                len(triplets), size=settings.max_triplets, replace=False)
+            triplets = [triplets[i] for i in np.sort(keep)]
         if not triplets:
             log.warning("no triplets for %s: no class pair has both atypical and typical sounds (widen valley_width=%s "
                         "or typical_radius=%s)", factor, settings.valley_width, settings.typical_radius)
             continue
-        _measure(tool, triplets, blocks[factor], progress)
+        _measure(tool, triplets, blocks[factor], progress, settings.edit)
         result.triplets += triplets
-        result.tests += _tests(result.distances(factor), factor, settings.alpha)
+        result.tests += _tests(result.distances(factor), factor, settings.alpha, triplets)
     return result
 
 
-def _measure(tool: Manipulator, triplets: list[dict[str, Any]], block: slice, progress: bool) -> None:
-    """Add the six output distances to each triplet."""
+def _measure(tool: Manipulator, triplets: list[dict[str, Any]], block: slice, progress: bool,
+             edit: str = "coordinate") -> None:
+    """Add the six output distances to each triplet (`edit`: see `ManipulateSettings`)."""
     size = tool.batch_size
     for start in tqdm(range(0, len(triplets), size), desc="manipulate", unit="batch", disable=not progress, leave=False):
         rows = triplets[start:start + size]
         m, p, q = (np.array([row[key] for row in rows]) for key in ("m", "P", "Q"))
         out = {key: tool.outputs(tool.store.load(tool.layer, indices)) for key, indices in (("M", m), ("P", p), ("Q", q))}
-        out["M->P"], out["M->Q"] = tool.edited_outputs(m, p, block), tool.edited_outputs(m, q, block)
+        axes = np.stack([row["axis"] for row in rows]) if edit == "coordinate" else None
+        out["M->P"], out["M->Q"] = tool.edited_outputs(m, p, block, axes), tool.edited_outputs(m, q, block, axes)
         for key in DISTANCES:
             reference, compared = key.split(",")
             distance = np.linalg.norm(out[reference] - out[compared], axis=1)
@@ -223,14 +275,22 @@ def _measure(tool: Manipulator, triplets: list[dict[str, Any]], block: slice, pr
                 row[key] = float(value)
 
 
-def _tests(distances: dict[str, np.ndarray], factor: str, alpha: float) -> list[dict[str, Any]]:
-    """Paired t-tests of d(ref, M) against d(ref, M->X); t > 0 means the edit moved the outputs closer to ref."""
+def _tests(distances: dict[str, np.ndarray], factor: str, alpha: float,
+           triplets: Optional[Sequence[dict[str, Any]]] = None) -> list[dict[str, Any]]:
+    """Paired t-tests of d(ref, M) against d(ref, M->X); t > 0 means the edit moved the outputs closer to ref.
+    n is the number of distinct M sounds (`distinct_m`; each enters once), with the distinct donors P and Q."""
     tests = []
+    distinct = {key: len({row[key] for row in triplets}) if triplets is not None else len(distances["P,M"])
+                for key in ("m", "P", "Q")}
+    if distinct["m"] != len(distances["P,M"]):
+        raise ValueError(f"{factor}: {len(distances['P,M'])} triplets hold {distinct['m']} distinct M sounds; each M "
+                         "must enter the tests once")
     for reference in ("P", "Q"):
         for moved in ("P", "Q"):
             before, after = distances[f"{reference},M"], distances[f"{reference},M->{moved}"]
             t, p = stats.ttest_rel(before, after) if len(before) > 1 else (float("nan"), float("nan"))
             tests.append({"factor": factor, "reference": reference, "moved_to": moved, "n": len(before),
+                          "distinct_m": distinct["m"], "distinct_P": distinct["P"], "distinct_Q": distinct["Q"],
                           "df": len(before) - 1, "mean_before": float(before.mean()), "mean_after": float(after.mean()),
                           "t": float(t), "p": float(p), "expected": "closer" if moved == reference else "farther"})
     for row in tests:
@@ -266,7 +326,8 @@ def manipulation_figure(result: ManipulationResult, output: str = "logits"):
                                 fontsize=7, xytext=(0, 2), textcoords="offset points")
         ax.set_xticks([1, 5], ["distance to P", "distance to Q"], fontsize=8)
         ax.set_ylabel(f"Euclidean distance of {output}")
-        ax.set_title(f"moving the {factor} coordinate ({len(distances['P,M'])} triplets)", fontsize=9)
+        ax.set_title(f"moving the {factor} coordinate (n = {len(distances['P,M'])} distinct M, held-out clips)",
+                     fontsize=9)
         ax.margins(y=0.25)
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -284,7 +345,7 @@ def write_manipulation(result: ManipulationResult, out: Path, output: str = "log
             ("tests.csv", result.tests, list(result.tests[0]) if result.tests else ["factor"]),
             ("skipped.csv", result.skipped, ["factor", "within", "class", "p", "q", "m", "P", "Q", "reason"])):
         with open(out / name, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         written.append(out / name)

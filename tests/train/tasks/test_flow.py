@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from audiointerp.analysis.store import write_store
 from audiointerp.configs import load_config
 from audiointerp.errors import ConfigError
 from audiointerp.train.export import export_run, load_export_task
-from audiointerp.train.tasks.flow import FactorPairs
+from audiointerp.train.tasks.flow import FactorPairs, IndependentPairs, factor_axis
 from audiointerp.train.trainer import Trainer
 
 FLOW_TINY = [
@@ -56,9 +57,10 @@ def test_flow_trains_on_a_store_layer_and_its_export_inverts_the_whole_pipeline(
     assert all(bool(layer.initialised) for layer in task.flow.layers if hasattr(layer, "initialised"))
 
 
-def test_flow_puts_each_factor_in_its_own_block(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loss", ["pairs", "supervised"])
+def test_flow_puts_each_factor_in_its_own_block(tmp_path: Path, loss: str) -> None:
     """On activations where material and action add their own prototypes, each factor's block decodes its factor
-    far above chance and the other factor's block does not."""
+    far above chance and the other factor's block does not, with either loss."""
     rng = np.random.default_rng(0)
     clips = 600
     material, action = rng.integers(0, 3, clips), rng.integers(0, 3, clips)
@@ -69,10 +71,16 @@ def test_flow_puts_each_factor_in_its_own_block(tmp_path: Path) -> None:
     torch.manual_seed(0)
     cfg = load_config("flow", [*FLOW_TINY, f"data.source={store}", "task.layer=hidden", f"output_dir={tmp_path / 'runs'}",
                                "train.epochs=40", "train.eval_every_epochs=40", "data.batch_size=64", "optim.lr=0.003",
-                               "model.params.blocks=2", "model.params.hidden=32"])
-    metrics = Trainer(cfg).fit().metrics
-    assert metrics["valid/knn_material@material"] > 0.8 and metrics["valid/knn_action@action"] > 0.8  # chance 1/3
-    assert metrics["valid/knn_material@action"] < 0.6 and metrics["valid/knn_action@material"] < 0.6
+                               "model.params.blocks=2", "model.params.hidden=32", f"task.loss={loss}",
+                               "data.train_folds=[2,3,4]", "data.test_folds=[5]"])
+    result = Trainer(cfg).fit()
+    metrics = {**result.metrics, **json.loads((result.run_dir / "summary.json").read_text())["test"]}
+    for split in ("valid", "test"):  # fold 1 chose the best checkpoint; fold 5 was never seen
+        assert metrics[f"{split}/knn_material@material"] > 0.8 and metrics[f"{split}/knn_action@action"] > 0.8  # chance 1/3
+        assert metrics[f"{split}/knn_material@action"] < 0.6 and metrics[f"{split}/knn_action@material"] < 0.6
+        assert metrics[f"{split}/knn_material@material_coordinate"] > 0.8
+        assert metrics[f"{split}/knn_action@action_coordinate"] > 0.8
+    assert metrics["test/examples"] == 120
 
 
 def test_pairs_share_the_drawn_factor_and_are_redrawn_each_epoch() -> None:
@@ -99,3 +107,64 @@ def test_bad_flow_configs_name_the_cause(small_cnn_store: Path, tmp_path: Path, 
     with pytest.raises(Exception, match=message) as info:
         Trainer(flow_config(small_cnn_store, tmp_path / "runs", override)).fit()
     assert isinstance(info.value, (ConfigError, ValueError)) or "StoreError" in type(info.value).__name__
+
+
+def test_independent_pairs_mark_every_factor_they_share() -> None:
+    """LatentAudio's pairs: a runs over the clips, b is any clip drawn independently, and the pair shares each
+    factor whose values agree (possibly none, possibly both); reproducible, redrawn each epoch."""
+    codes = np.stack([np.arange(60) % 3, np.arange(60) // 20], 1)
+    pairs = IndependentPairs(torch.arange(60.0)[:, None], codes, seed=1, length=600)
+    drawn = [pairs.pair(i) for i in range(len(pairs))]
+    assert [a for a, _ in drawn] == [i % 60 for i in range(600)]
+    items = [pairs[i] for i in range(len(pairs))]
+    for (a, b), item in zip(drawn, items):
+        assert item["shared"].tolist() == (codes[a] == codes[b]).tolist() and item["x_b"].item() == float(b)
+    shared = np.array([item["shared"].tolist() for item in items])
+    assert 0.2 < shared[:, 0].mean() < 0.5 and 0.2 < shared[:, 1].mean() < 0.5  # 1/3 each, drawn independently
+    assert (~shared.any(1)).any() and shared.all(1).any()
+    assert drawn == [pairs.pair(i) for i in range(len(pairs))]
+    pairs.set_epoch(1)
+    assert drawn != [pairs.pair(i) for i in range(len(pairs))]
+
+
+def test_factor_coordinate_axis_comes_from_training_clips() -> None:
+    """The coordinate of a block wider than one dimension: the axis along which the training clips' class means
+    spread most, then applied to validation clips whatever their labels say."""
+    rng = np.random.default_rng(0)
+    labels_train = np.repeat([0, 1, 2], 50)
+    train = rng.normal(scale=0.1, size=(150, 3))
+    train[:, 0] += 2.0 * labels_train  # training classes spread along the first axis
+    axis = factor_axis(train, labels_train)
+    assert abs(abs(axis[0]) - 1.0) < 1e-3
+    labels_valid = np.repeat([0, 1, 2], 20)
+    valid = rng.normal(scale=0.1, size=(60, 3))
+    valid[:, 1] += 2.0 * labels_valid  # validation labels alone would pick the second axis
+    assert abs(abs(factor_axis(valid, labels_valid)[1]) - 1.0) < 1e-3
+    assert np.abs(valid @ axis - valid[:, 0] * np.sign(axis[0])).max() < 0.01
+    assert factor_axis(train[:, :1], labels_train).tolist() == [1.0]
+
+
+def test_the_correlation_is_rho_and_latentaudios_sigma_is_refused(small_cnn_store: Path, tmp_path: Path) -> None:
+    """LatentAudio's `sigma` is the correlation of paired factor codes (rho here): a value copied into task.sigma
+    would silently mean sqrt(1 - sigma^2) and is refused, naming task.rho."""
+    with pytest.raises(ConfigError, match=r"task\.rho"):
+        Trainer(flow_config(small_cnn_store, tmp_path / "runs", "task.sigma=0.9")).fit()
+
+
+def test_the_latentaudio_config_uses_the_supervised_loss() -> None:
+    cfg = load_config("flow_latentaudio", ["data.source=store", "task.layer=layer9"])
+    assert cfg.task.loss == "supervised" and cfg.task.rho == 0.9 and cfg.task.sigma is None
+    assert list(cfg.task.factor_dims) == [62, 1, 1] and cfg.task.components == 64
+    assert cfg.task.centre_spacing == 4.0 and cfg.task.centre_scale == 1.0
+    assert cfg.data.batch_size == 2048 and cfg.optim.lr == 0.0005 and cfg.model.params.blocks == 3
+    assert cfg.model.params.coupling == "additive" and cfg.model.params.householder == 8
+    assert load_config("flow", ["data.source=store", "task.layer=layer9"]).task.loss == "pairs"
+
+
+def test_the_export_records_the_clips_the_flow_and_its_pca_trained_on(small_cnn_store: Path, tmp_path: Path) -> None:
+    export = export_run(Trainer(flow_config(small_cnn_store, tmp_path / "runs", "train.epochs=1")).fit().run_dir)
+    _, metadata = load_export_task(export)
+    folds = ActivationStore(small_cnn_store).column("fold")
+    assert sorted(metadata["train_indices"]) == np.flatnonzero(np.isin(folds, ["2", "3", "4", "5"])).tolist()
+    assert set(metadata["pca_indices"]) <= set(metadata["train_indices"])
+    assert metadata["valid_indices"] == np.flatnonzero(folds == "1").tolist() and metadata["store_clips"] == 120

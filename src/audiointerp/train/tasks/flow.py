@@ -1,21 +1,31 @@
 """`flow`: the disentangling invertible flow of Esser et al. 2020 on one layer of an activation store (Dick et al.).
 
 The store's layer goes through an invertible scaler -> PCA -> scaler pipeline; the flow sees the first D
-components (the rest pass through unchanged, see `analysis/pca.py`). It is trained on pairs of clips that share
-one factor's value (e.g. the same material), drawn afresh every epoch, with the factor loss: its code splits into
-`[residual, factor 1, ...]` blocks of `factor_dims`, and the block of the shared factor is correlated by rho
-within a pair. Evaluation: NLL in bits per dimension, KNN accuracy of every factor from every block of the code
-(the factor's own block should decode it, the others should not), and the paper's Fig. 1 scatter of the factor
-coordinates coloured by each factor.
+components (the rest pass through unchanged, see `analysis/pca.py`). Its code splits into `[residual, factor 1,
+...]` blocks of `factor_dims`. Two losses (`losses/factor.py`):
+
+- `task.loss=pairs` (Esser et al.'s IIN): pairs of clips that share one drawn factor's value (`FactorPairs`); the
+  shared factor's block is correlated by rho within a pair.
+- `task.loss=supervised` (LatentAudio's final code; the paper's "clusters along the material dimension for
+  sounds of same material"): independently drawn pairs (`IndependentPairs`) that share every factor whose values
+  agree; each factor's first axis is a mixture of normals at the factor's class centres.
+
+Pairs are drawn afresh every epoch. `task.rho` is the within-pair correlation (LatentAudio's `sigma`); a
+`task.sigma` is refused. Evaluation: NLL in bits per dimension, KNN accuracy of every factor from every block of
+the code (the factor's own block should decode it, the others should not) and from the factor's coordinate, and
+the paper's Fig. 1 scatter of the factor coordinates coloured by each factor. A block's coordinate axis is fitted
+on training clips and applied to validation clips (`factor_axis`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +41,7 @@ from audiointerp.analysis.store import ActivationStore, StoreError
 from audiointerp.configs import closest
 from audiointerp.errors import ConfigError
 from audiointerp.evaluation.plots import factor_scatter
-from audiointerp.losses import FactorLoss, estimate_factor_dims
+from audiointerp.losses import FactorLoss, SupervisedFactorLoss, estimate_factor_dims
 from audiointerp.models.flow import Flow
 from audiointerp.train.tasks.base import EvalResult, Task, TaskConfig, TaskData
 from audiointerp.train.tasks.registry import register_task
@@ -40,6 +50,8 @@ log = logging.getLogger("audiointerp")
 
 PCA_PREFIX = "pca."  # the PCA pipeline's arrays, saved with the run and its export
 INIT_SAMPLE = 2048  # training clips that initialise the ActNorm layers (the same on every process)
+AXIS_SAMPLE = 4096  # training clips whose codes fit each factor's coordinate axis at evaluation
+LOSSES = ("pairs", "supervised")
 
 
 @dataclass
@@ -49,8 +61,11 @@ class FlowConfig(TaskConfig):
     factors: list[str] = field(default_factory=lambda: ["material", "action"])  # clip-table columns, one code block each
     factor_dims: list[int] = field(default_factory=lambda: [62, 1, 1])  # [residual, factor 1, ...]: sums to components
     components: int = 64  # D: PCA components the flow sees; the rest pass through unchanged
-    rho: Optional[float] = 0.975  # correlation of the shared factor's block within a pair
-    sigma: Optional[float] = None  # alternatively sigma, with rho = sqrt(1 - sigma^2); overrides rho when set
+    loss: str = "pairs"  # pairs (Esser et al.: pairs share one drawn factor) | supervised (LatentAudio: class centres)
+    rho: float = 0.975  # correlation of a shared factor's codes within a pair (LatentAudio's code calls it sigma)
+    sigma: Optional[float] = None  # refused: LatentAudio's sigma is rho here; sqrt(1 - rho^2) is derived
+    centre_spacing: float = 4.0  # supervised: distance between adjacent class centres on a factor's first axis
+    centre_scale: float = 1.0  # supervised: standard deviation of each class's normal around its centre
     pairs_per_epoch: Optional[int] = None  # pairs drawn per epoch (null: one per training clip)
     pca_clips: int = 10000  # random training clips the PCA is fitted on
     knn_neighbors: int = 10  # k of the KNN accuracy of each code block
@@ -87,7 +102,54 @@ class FactorPairs(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         a, b, factor = self.pair(i)
-        return {"x_a": self.x[a], "x_b": self.x[b], "factor": torch.tensor(factor + 1), "index": torch.tensor(a)}
+        shared = torch.zeros(self.codes.shape[1], dtype=torch.bool)
+        shared[factor] = True
+        return {"x_a": self.x[a], "x_b": self.x[b], "factor": torch.tensor(factor + 1), "shared": shared,
+                "index": torch.tensor(a)}
+
+
+class IndependentPairs(Dataset):
+    """LatentAudio's pairs: a runs over the clips, b is drawn uniformly from all clips independently of a, and
+    the pair shares every factor whose values agree (`shared`, [factors] booleans; possibly none). Redrawn each
+    epoch (`set_epoch`), reproducibly."""
+
+    def __init__(self, x: torch.Tensor, codes: np.ndarray, seed: int, length: Optional[int] = None) -> None:
+        self.x, self.codes, self.seed = x, np.asarray(codes), int(seed)
+        self.length = int(length or len(x))
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def pair(self, i: int) -> tuple[int, int]:
+        """(a, b) of item i."""
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        return i % len(self.x), int(rng.integers(len(self.x)))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        a, b = self.pair(i)
+        return {"x_a": self.x[a], "x_b": self.x[b], "shared": torch.from_numpy(self.codes[a] == self.codes[b]),
+                "index": torch.tensor(a)}
+
+
+def clips_digest(store: ActivationStore) -> str:
+    """sha256 of a store's clip table (every column, in clip order): identifies the clips behind store indices."""
+    text = json.dumps([list(row.items()) for row in store.clips], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def factor_axis(block: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The unit axis along which the class means of `block` [N, d] spread most (the first principal axis of the
+    means; [1.0] for a 1-D block). Fitted on training clips, then applied to any clips as `block @ axis`."""
+    block = np.asarray(block, dtype=np.float64)
+    if block.shape[1] == 1:
+        return np.ones(1)
+    means = np.stack([block[labels == value].mean(0) for value in np.unique(labels)])
+    axis = np.linalg.svd(means - means.mean(0), full_matrices=False)[2][0]
+    return axis if axis[np.argmax(np.abs(axis))] > 0 else -axis  # a fixed sign
 
 
 def encode_codes(values: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -136,6 +198,8 @@ class FlowTask(Task):
             codes.append(code)
         codes = np.stack(codes, 1)
         train, valid = self._split(store)
+        if str(task.loss) not in LOSSES:
+            raise ConfigError(f"task.loss={task.loss!r}{closest(str(task.loss), LOSSES)}; choose one of {', '.join(LOSSES)}")
         seed = int(cfg.train.seed)
         rng = np.random.default_rng(seed)
         fit = np.sort(rng.choice(train, size=min(int(task.pca_clips), len(train)), replace=False))
@@ -144,9 +208,12 @@ class FlowTask(Task):
         pca = InvertiblePCA(int(task.components), seed=seed).fit(store.load(layer, fit).reshape(len(fit), -1))
         x_train, x_valid = (torch.from_numpy(self._components(store, layer, pca, split)) for split in (train, valid))
         self.init_sample = x_train[torch.from_numpy(rng.permutation(len(train))[:INIT_SAMPLE])]
-        train_pairs = FactorPairs(x_train, codes[train], seed, task.pairs_per_epoch)
-        valid_pairs = FactorPairs(x_valid, codes[valid], seed + 1)
-        pairs = [train_pairs.pair(i) for i in range(min(len(train_pairs), 4096))]
+        self.axis_sample = (x_train, codes[train])  # fits the coordinate axes at evaluation
+        pair_type = FactorPairs if str(task.loss) == "pairs" else IndependentPairs
+        train_pairs = pair_type(x_train, codes[train], seed, task.pairs_per_epoch)
+        valid_pairs = pair_type(x_valid, codes[valid], seed + 1)
+        estimate_pairs = FactorPairs(x_train, codes[train], seed)  # iin's estimate needs pairs sharing one factor
+        pairs = [estimate_pairs.pair(i) for i in range(min(len(estimate_pairs), 4096))]
         a, b, shared = (torch.tensor(column) for column in zip(*pairs))
         estimate = estimate_factor_dims(x_train[a], x_train[b], shared + 1, len(task.factors))
         log.info("estimated factor dimensions [residual, %s]: %s (configured: %s)", ", ".join(task.factors), estimate,
@@ -157,10 +224,36 @@ class FlowTask(Task):
             "store_model": store.meta.get("model"), "store_identity": store.model_identity(),
             "factors": list(task.factors), "factor_values": factor_values, "components": int(task.components),
             "estimated_factor_dims": estimate, "train_clips": len(train), "valid_clips": len(valid),
-            "valid_indices": valid.tolist(),
+            # the clips the flow trained on (its PCA: `pca_indices`, a subset): `manipulate` uses only the others
+            "train_indices": train.tolist(), "pca_indices": fit.tolist(), "valid_indices": valid.tolist(),
+            "store_clips": len(store), "store_clips_sha256": clips_digest(store),
         }
         arrays = {PCA_PREFIX + key: torch.from_numpy(value) for key, value in pca.state().items()}
         return TaskData(train_pairs, valid_pairs, metadata, arrays)
+
+    def build_eval_data(self, source: str, format: str = "auto", folds: Optional[Sequence[str]] = None) -> Dataset:
+        """Pairs over the clips of `folds` (None: every clip) of the store `source`, through the run's PCA, drawn as
+        its validation pairs are (e.g. `data.test_folds`). The store must hold the run's layer, shape and factor
+        values."""
+        store = ActivationStore(str(source))
+        layer = str(self.layer)
+        if layer not in store.layers or tuple(store.shape(layer)) != tuple(self.layer_shape):
+            raise ConfigError(f"{source} does not hold the flow's layer {layer!r} of shape {tuple(self.layer_shape)} "
+                              f"(its layers: {', '.join(store.layers)})")
+        codes = []
+        for factor in self.factors:
+            values, known = store.column(str(factor)), self.factor_values[factor]
+            unknown = sorted(set(values.tolist()) - set(known))
+            if unknown:
+                raise StoreError(f"{source}: {factor} values {unknown} are not among the flow's {known}")
+            codes.append(np.array([known.index(v) for v in values], dtype=np.int64))
+        clip_folds = store.column("fold")
+        clips = np.flatnonzero(np.isin(clip_folds, [str(f) for f in folds])) if folds else np.arange(len(store))
+        if not len(clips):
+            raise ConfigError(f"folds {list(folds or [])} select no clips of {source}; its folds: {sorted(set(clip_folds))}")
+        x = torch.from_numpy(self._components(store, layer, self.pca, clips))
+        pair_type = FactorPairs if str(self.cfg.task.loss) == "pairs" else IndependentPairs
+        return pair_type(x, np.stack(codes, 1)[clips], int(self.cfg.train.seed) + 2)
 
     def _components(self, store: ActivationStore, layer: str, pca: InvertiblePCA, clips: np.ndarray,
                     chunk: int = 2048) -> np.ndarray:
@@ -182,6 +275,12 @@ class FlowTask(Task):
             if key not in valid:
                 raise ConfigError(f"model.params.{key}: the flow has no such parameter{closest(key, valid)}; "
                                   f"its parameters: {', '.join(valid)}")
+        if task.sigma is not None:
+            raise ConfigError(f"task.sigma={task.sigma} is not accepted: LatentAudio's `sigma` is the within-pair "
+                              f"correlation of the shared factor's codes, which is task.rho here (set task.rho={task.sigma}; "
+                              "the conditional standard deviation sqrt(1 - rho^2) is derived)")
+        if str(task.loss) not in LOSSES:
+            raise ConfigError(f"task.loss={task.loss!r}{closest(str(task.loss), LOSSES)}; choose one of {', '.join(LOSSES)}")
         dims = [int(d) for d in task.factor_dims]
         if len(dims) != len(task.factors) + 1 or sum(dims) != int(task.components):
             raise ConfigError(f"task.factor_dims={dims} must be [residual, one size per factor of {list(task.factors)}] "
@@ -193,7 +292,15 @@ class FlowTask(Task):
         self.pca = InvertiblePCA.from_state({key[len(PCA_PREFIX):]: value.numpy() for key, value in (arrays or {}).items()
                                              if key.startswith(PCA_PREFIX)})
         self.flow = Flow(int(task.components), **params)
-        self.loss_fn = FactorLoss(dims, rho=task.rho, sigma=task.sigma)
+        try:
+            if str(task.loss) == "supervised":
+                self.loss_fn: FactorLoss = SupervisedFactorLoss(
+                    dims, [len(self.factor_values[f]) for f in self.factors], rho=float(task.rho),
+                    spacing=float(task.centre_spacing), scale=float(task.centre_scale))
+            else:
+                self.loss_fn = FactorLoss(dims, rho=float(task.rho))
+        except ValueError as err:
+            raise ConfigError(f"task.loss={task.loss}: {err}") from err
         sample = getattr(self, "init_sample", None)
         if sample is not None:  # data-initialise the ActNorms on the same clips in every process
             with torch.no_grad():
@@ -232,7 +339,7 @@ class FlowTask(Task):
     def _pair_nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z, logdet = self.flow(torch.cat([batch["x_a"], batch["x_b"]]))
         (z_a, z_b), (logdet_a, logdet_b) = z.chunk(2), logdet.chunk(2)
-        nll_a, nll_b = self.loss_fn.pair_nll(z_a, logdet_a, z_b, logdet_b, batch["factor"])
+        nll_a, nll_b = self.loss_fn.pair_nll(z_a, logdet_a, z_b, logdet_b, batch["shared"])
         return z_a, nll_a, nll_b
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -253,21 +360,31 @@ class FlowTask(Task):
         nll_a, nll_b = outputs["nll_a"], outputs["nll_b"]
         metrics = {"loss": float((nll_a + nll_b).mean()), "nll_a": float(nll_a.mean()), "nll_b": float(nll_b.mean()),
                    "bits_per_dim": float(self.loss_fn.bits_per_dim(nll_a.mean())), "examples": float(len(z))}
-        coordinates = {factor: self.coordinate(z, codes[:, f], factor) for f, factor in enumerate(self.factors)}
+        axes = self.coordinate_axes()
+        coordinates = {factor: self.coordinate(z, factor, axes[factor]) for factor in self.factors}
         metrics.update(self.block_accuracies(z, codes, coordinates))
         metrics.update({f"estimated_dims_{block}": float(n) for block, n in getattr(self, "estimated_dims", {}).items()})
         figures = {"factor_coordinates": self.scatter(coordinates, codes, z)}
         return EvalResult(metrics, figures)
 
-    def coordinate(self, z: np.ndarray, labels: np.ndarray, factor: str) -> np.ndarray:
-        """A factor's coordinate: its block projected on the axis along which its class means spread most (the
-        first principal axis of the class means; a 1-D block is its own coordinate)."""
-        block = z[:, self.blocks()[factor]]
-        if block.shape[1] == 1:
-            return block[:, 0]
-        means = np.stack([block[labels == value].mean(0) for value in np.unique(labels)])
-        axis = np.linalg.svd(means - means.mean(0), full_matrices=False)[2][0]
-        return block @ axis
+    @torch.no_grad()
+    def coordinate_axes(self) -> dict[str, np.ndarray]:
+        """Each factor's coordinate axis (`factor_axis`), fitted on the codes of up to AXIS_SAMPLE training clips
+        under the current flow, never on the clips it is applied to."""
+        x, codes = getattr(self, "axis_sample", (None, None))
+        if x is None:
+            raise ConfigError("the flow's coordinate axes are fitted on its training clips, which this task did not "
+                              "load (build_data was not run)")
+        chosen = np.random.default_rng(int(self.cfg.train.seed)).permutation(len(x))[:AXIS_SAMPLE]
+        parameter = next(self.flow.parameters())
+        was_training = self.flow.training
+        z = self.flow.eval()(x[torch.from_numpy(chosen)].to(parameter.device, parameter.dtype))[0].float().cpu().numpy()
+        self.flow.train(was_training)
+        return {factor: factor_axis(z[:, self.blocks()[factor]], codes[chosen, f]) for f, factor in enumerate(self.factors)}
+
+    def coordinate(self, z: np.ndarray, factor: str, axis: np.ndarray) -> np.ndarray:
+        """A factor's coordinate: its block projected on `axis` (from `coordinate_axes`; a 1-D block is its own)."""
+        return z[:, self.blocks()[factor]] @ axis
 
     def block_accuracies(self, z: np.ndarray, codes: np.ndarray, coordinates: dict[str, np.ndarray]) -> dict[str, float]:
         """KNN accuracy (cross-validated) of every factor from every block of the code and from its own coordinate
@@ -299,7 +416,8 @@ class FlowTask(Task):
             axes.append(("residual dimension 1", z[shown, 0]))
         colourings = [(factor, [self.factor_values[factor][c] for c in codes[shown, f]])
                       for f, factor in enumerate(self.factors)]
-        return factor_scatter(axes, colourings, title=f"flow code of {self.layer} (validation clips)")
+        return factor_scatter(axes, colourings,
+                              title=f"flow code of {self.layer} (validation clips; axes fitted on training clips)")
 
     # --- export ---------------------------------------------------------------------------------------
     def export_module(self) -> nn.Module:
