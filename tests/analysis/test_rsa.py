@@ -155,7 +155,7 @@ def test_spectrogram_residuals_from_an_extracted_store(small_cnn_store: Path, tm
                  "--average", "--spectrogram", "--bootstrap", "0", "--layers", "block3", "--out", str(out),
                  "--tracking", "none", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("residual r") == 3 and "mean(factor:material, factor:action)" in printed
+    assert printed.count("residual Spearman") == 3 and "mean(factor:material, factor:action)" in printed
     with pytest.raises(Exception, match="records no data set"):
         spectrogram_features(ActivationStore(write_store(tmp_path / "bare", {"a": np.ones((4, 2))}, {"path": list("abcd")})),
                              np.arange(4))
