@@ -155,3 +155,82 @@ def test_an_autoencoder_export_gives_its_encoder_layers_to_a_store(tiny_data: Pa
     with torch.no_grad():
         expected = wrapper.encode(audio[None])  # the export's own encoder on the same clip
     torch.testing.assert_close(torch.from_numpy(store.load("latent", [7])[0, 0]), expected[0], rtol=1e-4, atol=1e-5)
+
+
+NARROW = {"channels": 8, "multipliers": [1, 2, 2], "factors": [2, 2], "num_blocks": [1, 1]}  # the quickstart's
+
+
+def hub_file(tmp_path: Path, seed: int = 1) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A tiny autoencoder's random weights saved as the hub file is laid out (pytorch_model.bin, keys prefixed
+    `autoencoder.`); returns the file and the bare (unprefixed) state dict."""
+    from audiointerp.models import build
+    from audiointerp.models.archisound import initialise
+
+    torch.manual_seed(seed)
+    bare = initialise(build("autoencoder1d-at-v1", **NARROW), "random")
+    for parameter in bare.parameters():  # GroupNorm 1/0 and zero biases would hide a layer that was not loaded
+        parameter.data.add_(0.01 * torch.randn_like(parameter))
+    state = {k: v.clone() for k, v in bare.state_dict().items()}
+    path = tmp_path / "autoencoder1d-AT-v1" / "pytorch_model.bin"
+    path.parent.mkdir(parents=True)
+    torch.save({f"autoencoder.{k}": v for k, v in state.items()}, path)
+    return path, state
+
+
+def test_reconstruction_esc50_is_the_thesis_pretraining_of_the_hub_weights(tiny_data: Path, tmp_path: Path) -> None:
+    """pretrain_autoencoder.py: the hub autoencoder, AdamW lr 3e-5 without weight decay, cosine over 70 epochs,
+    batch 4 x accumulation 16; the shipped config starts from `model.checkpoint`, not from random weights."""
+    from audiointerp.train.export import export_run
+
+    path, hub = hub_file(tmp_path)
+    thesis = [o for o in TINY_RECONSTRUCTION if not o.startswith(("task.start", "model.", "data.batch_size"))]
+    thesis += [f"model.params.{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"model.params.{k}={v}"
+               for k, v in NARROW.items()]
+    cfg = load_config("reconstruction_esc50", [*thesis, f"data.source={tiny_data}", f"output_dir={tmp_path / 'runs'}",
+                                               f"data.cache_dir={tmp_path / 'cache'}", f"model.checkpoint={path}"])
+    assert cfg.task.start == "pretrained"
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.scheduler) == ("adamw", 3e-5, 0.0, "cosine")
+    assert (cfg.train.epochs, cfg.data.batch_size, cfg.train.gradient_accumulation_steps) == (70, 4, 16)
+    task = task_class("reconstruction")(cfg)
+    task.build_models(task.build_data().metadata)
+    loaded = task.autoencoder.autoencoder.state_dict()
+    assert loaded.keys() == hub.keys() and all(torch.equal(loaded[k], hub[k]) for k in hub)
+
+    # one update (of one batch, to keep the test short): Adam's first step moves every weight with a gradient by
+    # lr, and weight decay 0 adds nothing
+    run = Trainer(load_config(cfg, ["train.max_steps=1", "train.gradient_accumulation_steps=1"])).fit()
+    from safetensors.torch import load_file
+
+    trained = load_file(str(export_run(run.run_dir) / "model.safetensors"))
+    change = torch.cat([(trained[f"autoencoder.{k}"] - v).abs().flatten() for k, v in hub.items() if v.is_floating_point()])
+    assert float(change.max()) <= 3e-5 * 1.01  # float32 rounding of weights near 1
+    assert float(change.median()) == pytest.approx(3e-5, rel=0.01)
+
+
+def test_reconstruction_needs_the_hub_file_unless_it_starts_at_random(tiny_data: Path, tmp_path: Path) -> None:
+    from audiointerp.errors import ConfigError
+
+    base = [o for o in reconstruction_overrides(tiny_data, tmp_path) if not o.startswith(("task.start", "model.checkpoint"))]
+    with pytest.raises(Exception, match="model.checkpoint"):  # the thesis start needs the hub file
+        task_class("reconstruction")(load_config("reconstruction_esc50", base)).build_data()
+    with pytest.raises(ConfigError, match="task.start=pretrained needs model.checkpoint"):
+        task_class("reconstruction")(load_config("reconstruction_esc50", [*base, "model.checkpoint=null"])).build_data()
+    task = task_class("reconstruction")(load_config("reconstruction_esc50", [*base, "task.start=random", "model.checkpoint=null"]))
+    task.build_models(task.build_data().metadata)
+    norms = [m for m in task.autoencoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)
+
+
+def test_the_spectral_term_of_reconstruction_adds_its_weight_times_the_stft_distance(tiny_data: Path, tmp_path: Path) -> None:
+    task, batch = built_task("reconstruction_esc50", reconstruction_overrides(tiny_data, tmp_path))
+    task.eval()
+    with torch.no_grad():
+        plain, plain_logs = task.step(batch)
+        task.cfg.task.spectral_weight = 0.5
+        weighted, logs = task.step(batch)
+        reconstruction = task.autoencoder(batch["audio"])
+        expected_mse = torch.nn.functional.mse_loss(reconstruction, batch["audio"])
+        distance = task.stft_distance(reconstruction, batch["audio"]).mean()
+    torch.testing.assert_close(plain, expected_mse)
+    torch.testing.assert_close(weighted, expected_mse + 0.5 * distance)
+    assert "mrstft_distance" not in plain_logs and float(logs["mrstft_distance"]) == pytest.approx(float(distance))

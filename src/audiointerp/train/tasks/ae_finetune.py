@@ -6,7 +6,9 @@ or an export of this project). The classifier gets no gradients and stays in eva
 classifier's cross-entropy on the reconstruction, plus an optional weighted MSE term (`task.reconstruction_weight`,
 0 as in the reference).
 
-`reconstruction` trains the same autoencoder with MSE alone; its export is the `esc50` start of `ae_finetune`.
+`reconstruction` trains the same autoencoder with MSE alone; its export is the `esc50` start of `ae_finetune`. As in
+the thesis (pretrain_autoencoder.py), it starts from the hub weights (`task.start=pretrained`, `model.checkpoint`)
+and fine-tunes them on ESC-50; `task.start=random` trains one from scratch.
 
 Both evaluate reconstruction SNR and multi-resolution STFT distance, draw mel spectrograms of originals and
 reconstructions side by side, and keep a listening table of the same validation clips every epoch; their exports
@@ -66,7 +68,8 @@ class AEFinetuneConfig(AutoencoderTaskConfig):
 @dataclass
 class ReconstructionConfig(AutoencoderTaskConfig):
     name: str = "reconstruction"
-    start: str = "random"  # as ae_finetune; the reference trains the ESC-50 autoencoder from a random start
+    start: str = "pretrained"  # as ae_finetune; the thesis fine-tunes the hub weights on ESC-50 (random: from scratch)
+    spectral_weight: float = 0.0  # weight of a multi-resolution STFT distance added to the MSE (0: MSE alone, the thesis)
 
 
 def start_checkpoint(start: str, checkpoint: Optional[str]) -> Optional[str]:
@@ -314,8 +317,19 @@ class ReconstructionTask(AutoencoderTask):
         return ["loss", "examples", "snr_db", "mrstft_distance"]
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = F.mse_loss(self.autoencoder(batch["audio"]), batch["audio"])
-        return loss, {"loss": loss.detach()}
+        """MSE between waveform and reconstruction, plus `task.spectral_weight` x the multi-resolution STFT
+        distance (spectral convergence + log-magnitude L1) when that weight is not 0."""
+        audio = batch["audio"]
+        reconstruction = self.autoencoder(audio)
+        loss = mse = F.mse_loss(reconstruction, audio)
+        logs = {"mse": mse.detach()}
+        weight = float(self.cfg.task.spectral_weight)
+        if weight:
+            spectral = self.stft_distance(reconstruction, audio).mean()
+            loss = loss + weight * spectral
+            logs["mrstft_distance"] = spectral.detach()
+        logs["loss"] = loss.detach()
+        return loss, logs
 
     @torch.no_grad()
     def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
