@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -42,6 +43,46 @@ def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: P
     run = next((out / "runs" / "quickstart-classifier").iterdir())
     assert (run / "export" / "model.safetensors").is_file()
     assert (run / "eval" / "held-out" / "metrics.json").is_file()
+    check_summary_against_report(json.loads((out / "summary.json").read_text()), markdown)
+
+
+def cell(value: float) -> str:
+    """A float as the report's tables print it."""
+    return f"| {value:.4f} |"
+
+
+def check_summary_against_report(summary: dict, markdown: str) -> None:
+    """summary.json holds the report's headline figures: the keys the issue fixes, and the very numbers in the
+    report's tables."""
+    assert set(summary["seconds"]) >= {"synth", "train", "semantic", "autoencoder", "latent", "probing", "total"}
+    assert summary["seconds"]["total"] >= sum(v for k, v in summary["seconds"].items() if k != "total") - 1.0
+    assert f"total: {summary['seconds']['total']:.1f} s" in markdown
+    rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+    classifier = summary["classifier"]
+    assert f"| accuracy | {classifier['valid_accuracy']:.4f} | {classifier['heldout_accuracy']:.4f} |" in markdown
+    for name in ("semdnn", "catdnn"):
+        figures = summary["semantic"][name]
+        assert set(figures) >= {"ranking_score", "amcss@5", "heldout", "resolved"}
+        valid_row = f"| quickstart-{name} | validation | valid | {figures['ranking_score']:.4f} | {figures['amcss@5']:.4f} |"
+        held_row = f"| quickstart-{name} | data-test | external | {figures['heldout']['ranking_score']:.4f} |"
+        assert valid_row in markdown and held_row in markdown
+        assert figures["resolved"]["ranking"] in markdown
+    ae = summary["autoencoder"]
+    assert f"| accuracy_reconstruction | {ae['accuracy_reconstruction_before']:.4f} | {ae['accuracy_reconstruction_after']:.4f} |" in markdown
+    assert f"| snr_db | {ae['snr_db_before']:.4f} | {ae['snr_db_after']:.4f} |" in markdown
+    assert f"| accuracy_original | {ae['accuracy_original']:.4f} |" in markdown
+    latent = summary["latent"]
+    for factor, layer in latent["best_layer"].items():
+        assert f"{factor} {layer} ({latent['best_layer_accuracy'][factor]:.3f})" in markdown
+    for test in latent["manipulation"]:
+        assert {"factor", "reference", "moved_to", "n", "t", "p_bonferroni", "as_expected"} <= set(test)
+        assert (f"| {test['factor']} | {test['reference']} | {test['moved_to']} | {test['n']} |" in markdown
+                and cell(test["t"]).strip("| ") in markdown)
+    for row in summary["probing"]["probe"]:
+        assert f"| {row['layer']} | {row['split']} | {row['accuracy']:.4f} | {row['chance']:.4f} |" in markdown
+    for row in summary["probing"]["rsa_best"]:
+        assert f"| {row['target']} | {row['layer']} | {row['spearman']:.4f} |" in markdown
+    assert rows  # the report has tables at all
 
 
 def test_the_autoencoder_stage_fine_tunes_the_reconstruction_export_and_is_deterministic(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from audiointerp.evaluation.listening import listening_rows
 from audiointerp.evaluation.report import Audio, Report, metrics_table
 from audiointerp.train.evaluate import compare, evaluate
 from audiointerp.train.export import export_run
+from audiointerp.train.checkpoint import write_json_atomic
 from audiointerp.train.trainer import Trainer
 
 log = logging.getLogger("audiointerp")
@@ -128,11 +129,90 @@ PROBING_SOUNDS, PROBING_BOOTSTRAP = 1200, 200
 LATENT_DECODE_INSTANCES = 1500  # clips decoded per layer (the paper: 3,000; half keeps the stage short)
 FLOW_OVERRIDES = (
     "experiment=quickstart-flow",
+    "task.loss=supervised",  # LatentAudio's supervised factor loss: class centres on each factor block's first axis
+    "task.rho=0.99",  # tight pairs (LatentAudio's mixture script: 0.99); at 0.9 a class spreads over every mode here
     "task.factor_dims=[48,8,8]",  # 8 dimensions per factor: the paper's [62,1,1] holds too little of them here
     "data.batch_size=512",
+    "optim.lr=0.002",
     "train.eval_every_epochs=10",
     "tracking.group=quickstart-latent",
 )
+# The manipulation: held-out clips only, each atypical sound once; a wider valley and typical radius than the
+# paper's 0.2 and 0.3 give each test well over 30 distinct atypical sounds from the 960 held-out clips.
+MANIPULATION_VALLEY, MANIPULATION_RADIUS = 0.5, 0.5
+
+SUMMARY_FILE = "summary.json"  # the report's headline figures as numbers, beside report.md
+STAGES = {  # timings' keys in summary.json -> what the report calls them
+    "synth": "synthesize the data sets",
+    "train": "train the classifier",
+    "evaluate": "evaluate and export it",
+    "semantic": "semantic: train semDNN and catDNN, compare",
+    "autoencoder": "autoencoder: train the classifier, reconstruct, fine-tune",
+    "latent": "latent: extract, decode, flow, manipulate",
+    "probing": "probing: RSA, probe, concepts",
+}
+SEMANTIC_KEYS = ("ranking_score", "amcss@5", "amcss@10", "amcss@15", "macro_rdm_correlation", "examples")
+
+
+def _number(value: Any) -> Any:
+    """A JSON number (NaN and infinities as null)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def quickstart_summary(timings: dict[str, float], total_seconds: float, valid: dict[str, float],
+                       held_out: dict[str, float], comparison: list[dict[str, object]], resolved: dict[str, dict[str, str]],
+                       ae_stage: dict[str, Any], latent: dict[str, Any], probing: dict[str, Any]) -> dict[str, Any]:
+    """The report's headline figures as numbers (`summary.json`): seconds per stage, the classifier, semDNN and
+    catDNN (validation fold, `heldout` beside it, and each run's `resolved` word vectors and tie rule), the
+    autoencoder before and after fine-tuning, the latent factors' best layers and manipulation tests, and the
+    probing results."""
+    semantic: dict[str, Any] = {name: {"resolved": dict(notes)} for name, notes in resolved.items()}
+    for row in comparison:
+        name = str(row["model"]).removeprefix("quickstart-")
+        figures = {key: _number(row[key]) for key in SEMANTIC_KEYS if key in row}
+        if row.get("set") == "valid":
+            semantic.setdefault(name, {}).update(figures)
+        else:
+            semantic.setdefault(name, {})["heldout"] = figures
+    decoding, flow = latent["decoding"], latent["flow_metrics"]
+    factors = list(decoding.best)
+    best_rsa: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in probing["rsa"]:
+        key = (Path(str(row["model"])).name, str(row["target"]))
+        if key not in best_rsa or row["spearman"] > best_rsa[key]["spearman"]:
+            best_rsa[key] = row
+    return {
+        "seconds": {**{key: round(float(timings[key]), 1) for key in STAGES if key in timings},
+                    "total": round(float(total_seconds), 1)},
+        "classifier": {"valid_accuracy": _number(valid["valid/accuracy"]),
+                       "heldout_accuracy": _number(held_out["accuracy"]),
+                       "valid_balanced_accuracy": _number(valid.get("valid/balanced_accuracy", float("nan"))),
+                       "heldout_balanced_accuracy": _number(held_out.get("balanced_accuracy", float("nan")))},
+        "semantic": semantic,
+        "autoencoder": {key: _number(value) for key, value in ae_stage["summary"].items()},
+        "latent": {
+            "best_layer": {factor: decoding.best[factor] for factor in factors},
+            "best_layer_accuracy": {factor: _number(decoding.scores[factor][decoding.best[factor]].mean()) for factor in factors},
+            "flow_layer": latent["best"],
+            "flow_knn": {f"{factor}@{block}": _number(flow.get(f"valid/knn_{factor}@{block}", float("nan")))
+                         for factor in factors for block in ("residual", *factors, f"{factor}_coordinate")},
+            "manipulation": [{"factor": t["factor"], "reference": t["reference"], "moved_to": t["moved_to"], "n": int(t["n"]),
+                              "t": _number(t["t"]), "df": int(t["df"]), "p_bonferroni": _number(t["p_bonferroni"]),
+                              "as_expected": bool(t["confirmed"])} for t in latent["manipulation"].tests],
+        },
+        "probing": {
+            "rsa_best": [{"model": model, "target": target, "layer": row["layer"], "spearman": _number(row["spearman"]),
+                          "spearman_low": _number(row.get("spearman_low", float("nan"))),
+                          "spearman_high": _number(row.get("spearman_high", float("nan")))}
+                         for (model, target), row in best_rsa.items()],
+            "probe": [{"layer": r["layer"], "split": r["split"], "accuracy": _number(r["accuracy"]), "chance": _number(r["chance"])}
+                      for r in probing["probe"]],
+            "concepts": [{"l1": _number(r["l1"]), "concepts_per_sound": _number(r["nonzero"]), "cosine": _number(r["cosine"]),
+                          "sparse_accuracy": _number(r.get("sparse_accuracy", float("nan")))} for r in probing["concepts"]["rows"]],
+            "concepts_dense_accuracy": _number(probing["concepts"]["dense_accuracy"]),
+        },
+    }
 
 
 def glove_installed() -> bool:
@@ -269,7 +349,8 @@ def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_cl
                                f"output_dir={out / 'runs'}", f"tracking.backend={tracking}"])
     flow = Trainer(cfg).fit()
     flow_export = export_run(flow.run_dir)
-    settings = ManipulateSettings(factors=["material", "action"])
+    settings = ManipulateSettings(factors=["material", "action"], valley_width=MANIPULATION_VALLEY,
+                                  typical_radius=MANIPULATION_RADIUS)
     manipulation = manipulate(flow_export, store, settings)
     write_manipulation(manipulation, folder / "manipulation")
     track_manipulation(manipulation, folder / "manipulation", "quickstart-manipulate", asdict(settings), backend=tracking)
@@ -343,7 +424,7 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     t0 = time.time()
     manifest = _dataset(out / "data", clips_per_class, DATA_SEED)
     test_manifest = _dataset(out / "data-test", max(4, clips_per_class // 4), TEST_SEED)
-    timings["synthesize"] = time.time() - t0
+    timings["synth"] = time.time() - t0
 
     print("[2/8] training the classifier task", flush=True)
     t0 = time.time()
@@ -357,7 +438,7 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
     t0 = time.time()
     export_dir = export_run(run_dir)
     held_out = evaluate(export_dir, data=str(test_manifest), out_dir=run_dir / "eval" / "held-out")
-    timings["evaluate + export"] = time.time() - t0
+    timings["evaluate"] = time.time() - t0
 
     print("[4/8] semantic labels: semDNN against catDNN", flush=True)
     t0 = time.time()
@@ -370,32 +451,38 @@ def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str]
         semantic_runs[name] = Trainer(semantic_cfg).fit().run_dir
     comparison_dir = out / "semantic-comparison"
     comparison = compare(list(semantic_runs.values()), [None, str(test_manifest)], comparison_dir, progress=False)
-    timings["semantic (train semDNN + catDNN, compare)"] = time.time() - t0
+    timings["semantic"] = time.time() - t0
 
     print("[5/8] classifier-gradient autoencoder fine-tuning: a robust 32 kHz classifier, a narrow autoencoder trained "
           "to reconstruct, then fine-tuned through the classifier", flush=True)
     t0 = time.time()
     ae_stage = autoencoder_stage(out, manifest, tracking, mn_epochs, ae_steps)
-    timings["autoencoder (classifier, reconstruction, fine-tuning through the classifier)"] = time.time() - t0
+    timings["autoencoder"] = time.time() - t0
 
     print("[6/8] latent factors: extract the classifier's layers, decode, train the flow, manipulate", flush=True)
     t0 = time.time()
     latent = latent_stage(out, export_dir, tracking, latent_clips_per_class, flow_epochs)
-    timings["latent (extract, decode, flow, manipulate)"] = time.time() - t0
+    timings["latent"] = time.time() - t0
 
     print("[7/8] probing: RSA, a transfer probe, concept decompositions", flush=True)
     t0 = time.time()
     probing = probing_stage(out, latent, semantic_runs["semdnn"], tracking)
-    timings["probing (RSA, probe, concepts)"] = time.time() - t0
+    timings["probing"] = time.time() - t0
 
     print("[8/8] writing the report", flush=True)
     best = json.loads((export_dir / "metrics.json").read_text())  # the exported (best) checkpoint's validation
-    report = _write_report(out, run_dir, manifest, cfg, best, held_out.metrics, timings, time.time() - started,
-                           comparison, comparison_dir, vectors, ae_stage, latent, probing)
+    resolved = {name: json.loads((run / "summary.json").read_text()).get("resolved") or {}  # vectors, tie rule
+                for name, run in semantic_runs.items()}
+    summary = quickstart_summary(timings, time.time() - started, best, held_out.metrics, comparison, resolved, ae_stage,
+                                 latent, probing)
+    report = _write_report(out, run_dir, manifest, cfg, best, held_out.metrics, timings, summary["seconds"]["total"],
+                           comparison, comparison_dir, resolved, ae_stage, latent, probing)
+    write_json_atomic(out / SUMMARY_FILE, summary)
     print(f"""
 Done in {time.time() - started:.0f} s.
   report      {report.resolve()}
   report (md) {(out / 'report.md').resolve()}
+  summary     {(out / SUMMARY_FILE).resolve()}   (the headline figures as numbers)
   run         {run_dir.resolve()}   (config.yaml, metrics.jsonl, checkpoints/, events.log)
   export      {export_dir.resolve()}   (load with audiointerp.load_export)
   data        {manifest.parent.resolve()}
@@ -406,7 +493,7 @@ Done in {time.time() - started:.0f} s.
 
 def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str, float], held_out: dict[str, float],
                   timings: dict[str, float], total_seconds: float, comparison: list[dict[str, object]],
-                  comparison_dir: Path, vectors: str, ae_stage: dict[str, Any], latent: dict[str, Any],
+                  comparison_dir: Path, resolved: dict[str, dict[str, str]], ae_stage: dict[str, Any], latent: dict[str, Any],
                   probing: dict[str, Any]) -> Path:
     report = Report(out, "audiointerp quickstart",
                     "The built-in synthetic impact sounds (6 materials x 4 actions), a small log-mel CNN trained on "
@@ -436,13 +523,17 @@ def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str
     semantic = report.section(
         "Semantic labels: semDNN against catDNN",
         f"The same narrow VGGish-like network trained on the descriptions' words: semDNN regresses the normalised mean "
-        f"of their {vectors} vectors (angular distance, balanced over Ward clusters of the dictionary); catDNN has one "
-        "sigmoid unit per dictionary word (BCE). Ranking score: rank of the true words among the dictionary by NNLS "
-        "betas (semDNN) or probabilities (catDNN), 1 = top, 0.5 = chance. AMCSS: best cosine similarity between each "
-        "true word and the top-N predicted words.")
+        f"of their word vectors ({resolved['semdnn'].get('task.vectors', '?')}; the paper's figures need the pretrained "
+        "300-d GoogleNews word2vec) with the angular distance, balanced over Ward clusters of the dictionary; catDNN "
+        "has one sigmoid unit per dictionary word (BCE). Both are scored on whole clips (every 0.96 s example, "
+        "averaged per sound). Ranking score: rank of the true words among the dictionary, 1 = top, 0.5 = chance; "
+        f"semDNN by {resolved['semdnn'].get('ranking', '?')}; catDNN by {resolved['catdnn'].get('ranking', '?')}. "
+        "AMCSS: best cosine similarity between each true word and the top-N predicted words. Set: valid is the "
+        "validation fold, external the held-out set synthesized with another seed.")
     keys = ["ranking_score", "amcss@5", "amcss@10", "amcss@15", "macro_rdm_correlation", "examples"]
-    semantic.tables.append((["model", "data", *keys], [[row["model"], row["data"], *(row.get(k, float("nan")) for k in keys)]
-                                                       for row in comparison]))
+    semantic.tables.append((["model", "data", "set", *keys],
+                            [[row["model"], row["data"], row.get("set", "?"), *(row.get(k, float("nan")) for k in keys)]
+                             for row in comparison]))
     for figure, caption in (("ranking_score.png", "Ranking score per data set"), ("amcss.png", "AMCSS against top-N"),
                             ("rdms.png", "Embedding-layer RDMs (cosine), sounds sorted by material")):
         if (comparison_dir / figure).is_file():
@@ -455,7 +546,7 @@ def _write_report(out: Path, run_dir: Path, manifest: Path, cfg, valid: dict[str
     export = report.section("Export", f"{run_dir / 'export'}: model.safetensors, config.yaml, labels.txt, "
                             "metrics.json and manifest.json (sha256 of every file). Load it with "
                             "audiointerp.load_export(path).")
-    export.bullets += [f"{stage}: {seconds:.1f} s" for stage, seconds in timings.items()]
+    export.bullets += [f"{stage} ({STAGES.get(stage, stage)}): {seconds:.1f} s" for stage, seconds in timings.items()]
     export.bullets.append(f"total: {total_seconds:.1f} s")
     _, page = report.write()
     return page
@@ -504,6 +595,9 @@ def _autoencoder_section(report: Report, out: Path, stage: dict[str, Any]) -> No
 def _latent_section(report: Report, stage: dict[str, Any]) -> None:
     store, decoding, best = stage["store"], stage["decoding"], stage["best"]
     cfg, metrics, manipulation, folder = stage["flow_cfg"], stage["flow_metrics"], stage["manipulation"], stage["folder"]
+    loss = (f"LatentAudio's: each factor block's first axis a mixture of normals at class centres "
+            f"{cfg.task.centre_spacing} apart, on independently drawn pairs" if cfg.task.loss == "supervised"
+            else "Esser et al.'s: pairs sharing one factor")
     section = report.section(
         "Latent factors: per-layer decoding, the flow disentangler, latent manipulation",
         f"The exported classifier's layers over {len(store)} further clips (synthesized with seed {LATENT_SEED}), "
@@ -514,8 +608,9 @@ def _latent_section(report: Report, stage: dict[str, Any]) -> None:
         f"The flow (Esser et al. 2020; LatentAudio's {cfg.model.params.blocks} stages of {cfg.model.params.coupling} "
         f"couplings and {cfg.model.params.householder} Householder reflections) was trained on {best}, the best layer "
         f"before the output, through a PCA pipeline whose first {cfg.task.components} components it sees, with code "
-        f"blocks [residual, material, action] = {list(cfg.task.factor_dims)}, rho {cfg.task.rho}, "
-        f"{cfg.train.epochs} epochs of pairs sharing one factor (Adam lr {cfg.optim.lr}). Each factor's block "
+        f"blocks [residual, material, action] = {list(cfg.task.factor_dims)}, the {cfg.task.loss} factor loss "
+        f"({loss}), "
+        f"within-pair correlation rho {cfg.task.rho}, {cfg.train.epochs} epochs (Adam lr {cfg.optim.lr}). Each factor's block "
         "should decode its factor and not the other (KNN on validation clips, below; chance is the majority class).")
     section.figures.append((folder / "decoding" / "decoding.png", "KNN accuracy per layer (mean and SD over folds)"))
     section.tables.append((["test", "t", "df", "p (Bonferroni)"],
@@ -528,7 +623,7 @@ def _latent_section(report: Report, stage: dict[str, Any]) -> None:
                              metrics.get(f"valid/chance_{f}", float("nan"))] for f in ("material", "action")]))
     section.figures.append((stage["flow_run"] / "figures" / "factor_coordinates.png",
                             "The flow's material and action coordinates (each block on the axis along which its class "
-                            "means spread most), validation clips (cf. the paper's Fig. 1)"))
+                            "means spread most on training clips), validation clips (cf. the paper's Fig. 1)"))
     section.figures.append((stage["flow_run"] / "figures" / "learning_curves.png", "Flow training curves"))
     closer = [t for t in manipulation.tests if t["reference"] == t["moved_to"] == "P"]
     section.bullets += [f"moving {t['factor']}: d(P, M) {t['mean_before']:.2f} -> d(P, M->P) {t['mean_after']:.2f}, "
@@ -539,8 +634,12 @@ def _latent_section(report: Report, stage: dict[str, Any]) -> None:
     if not manipulation.tests:
         return
     section.figures.append((folder / "manipulation" / "manipulation.png",
-                            "Euclidean distance of the classifier's logits after moving atypical sounds M's block to a "
-                            "typical P's or Q's value (mean and standard error; cf. the paper's Fig. 2)"))
+                            "Euclidean distance of the classifier's logits after moving atypical sounds M's coordinate "
+                            "to a typical P's or Q's value (held-out clips, each M once; mean and standard error; cf. "
+                            "the paper's Fig. 2)"))
+    section.text += (f"\n\nManipulation: only clips the flow and its PCA never trained on; atypical M within "
+                     f"{MANIPULATION_VALLEY} of the valley's centre, typical P and Q within {MANIPULATION_RADIUS} of their "
+                     "class means; each M enters a test once, so n counts distinct sounds.")
     section.tables.append((["factor", "reference", "M moved to", "n", "d before", "d after", "t", "p (Bonferroni)",
                             "as expected"],
                            [[t["factor"], t["reference"], t["moved_to"], t["n"], t["mean_before"], t["mean_after"],
