@@ -81,3 +81,61 @@ def test_test_folds_default_to_none_and_the_semantic_configs_rank_with_average_t
         cfg = load_config(name, ["data.source=x.csv"])
         assert cfg.task.ties == "average" and list(cfg.task.top_n) == list(range(5, 16)), name
     assert list(load_config("semdnn", ["data.source=x.csv", "data.test_folds=[5]"]).data.test_folds) == ["5"]
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_a_yaml_whose_top_level_is_not_a_mapping_is_a_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"exp\.yaml.*top level.*mapping"):
+        load_config(path)
+    base = tmp_path / "variant.yaml"  # also as the base of a variant
+    base.write_text("base: exp.yaml\ntrain: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml.*top level.*mapping"):
+        load_config(base)
+
+
+@pytest.mark.parametrize(
+    ("override", "bound"),
+    [
+        ("train.epochs=-1", ">= 0"),
+        ("train.max_steps=-5", ">= 0"),
+        ("train.keep_last=-1", ">= 0"),
+        ("data.batch_size=0", ">= 1"),
+        ("data.eval_batch_size=-2", ">= 1"),
+        ("train.gradient_accumulation_steps=0", ">= 1"),
+        ("train.eval_every_epochs=0", ">= 1"),
+        ("train.log_every_steps=0", ">= 1"),
+        ("train.checkpoint_every_steps=0", ">= 1"),
+        ("data.num_workers=-1", ">= 0"),
+        ("optim.lr=0", "> 0"),
+        ("optim.lr=-0.001", "> 0"),
+    ],
+)
+def test_counts_and_learning_rates_out_of_range_are_named(override: str, bound: str) -> None:
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=rf"config key '{key}' is {value}.*must be {bound}"):
+        load_config("classifier", ["data.source=x", override])
+
+
+def test_zero_epochs_stays_the_untrained_baseline_and_limits_at_their_bounds_load() -> None:
+    cfg = load_config("classifier", ["data.source=x", "train.epochs=0", "train.max_steps=0", "train.keep_last=0",
+                                     "data.batch_size=1", "data.num_workers=0", "train.log_every_steps=1"])
+    assert cfg.train.epochs == 0 and cfg.train.max_steps == 0 and cfg.train.keep_last == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.params.widths=[8,16,abc,16]", r"'widths' is \[8, 16, 'abc', 16\].*sequence of int.*'abc'"),
+        ("model.params.widths=8", r"'widths' is 8.*expected a sequence of int"),
+        ("model.params.dropout=abc", r"'dropout' is 'abc'.*expected float"),
+        ("model.params.dropout=true", r"'dropout' is True.*expected float"),
+    ],
+)
+def test_model_params_of_the_wrong_type_are_config_errors_naming_key_value_and_type(override: str, message: str) -> None:
+    from audiointerp.models import build
+
+    cfg = load_config("classifier", ["data.source=x", "model.name=small_cnn", override])
+    with pytest.raises(ConfigError, match=rf"model 'small_cnn'.*{message}"):
+        build(str(cfg.model.name), num_classes=3, **cfg.model.params)

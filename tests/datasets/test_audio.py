@@ -136,3 +136,62 @@ def test_fit_length_crops_and_pads() -> None:
         fit_length(x, 4, offset=-1)
     with pytest.raises(ValueError, match="n_samples"):
         fit_length(x, 0)
+
+
+def _truncate_wav(path: Path, keep_frames: int, extra_bytes: int = 0) -> Path:
+    """Cut ``path`` (a WAV) inside its data chunk after ``keep_frames`` whole frames and ``extra_bytes`` more."""
+    raw = path.read_bytes()
+    data_at = raw.index(b"data") + 8
+    block_align = int.from_bytes(raw[raw.index(b"fmt ") + 20 : raw.index(b"fmt ") + 22], "little")
+    path.write_bytes(raw[: data_at + keep_frames * block_align + extra_bytes])
+    return path
+
+
+@pytest.mark.parametrize(("subtype", "channels"), [("FLOAT", 1), ("PCM_16", 2), ("PCM_24", 1)])
+def test_truncated_wav_names_the_file_and_both_lengths(tmp_path: Path, subtype: str, channels: int) -> None:
+    data = np.random.default_rng(0).uniform(-0.5, 0.5, size=(1000, channels)).astype(np.float32)
+    path = tmp_path / "cut.wav"
+    sf.write(str(path), data, 8000, subtype=subtype)
+    _truncate_wav(path, 489, extra_bytes=1)
+    with pytest.raises(AudioFileError, match=r"cut\.wav.*truncated.*1000 frames.*489") as info:
+        check_audio_file(path)
+    assert info.value.path == str(path)
+    with pytest.raises(AudioFileError, match=r"cut\.wav.*truncated.*1000 frames.*489"):
+        load_audio(path, 8000)
+
+
+def test_complete_wav_with_trailing_chunks_and_formats_without_a_count_are_accepted(tmp_path: Path) -> None:
+    wav = _write(tmp_path / "a.wav", _sine(100, 8000, 700), 8000)
+    raw = wav.read_bytes()  # a chunk after the data chunk (e.g. LIST) does not make the file look truncated
+    extra = b"LIST" + (6).to_bytes(4, "little") + b"INFOxx"
+    riff_size = int.from_bytes(raw[4:8], "little") + len(extra)
+    wav.write_bytes(raw[:4] + riff_size.to_bytes(4, "little") + raw[8:] + extra)
+    assert check_audio_file(wav) == 700 and load_audio(wav, 8000).shape == (1, 700)
+    flac = tmp_path / "a.flac"
+    sf.write(str(flac), _sine(100, 8000, 700), 8000, subtype="PCM_16")
+    assert check_audio_file(flac) == 700 and load_audio(flac, 8000).shape == (1, 700)
+
+
+def test_streamed_wav_with_an_unknown_data_size_is_accepted(tmp_path: Path) -> None:
+    """A writer that could not seek back leaves the data size at 0xFFFFFFFF: there is no count to check."""
+    wav = _write(tmp_path / "s.wav", _sine(100, 8000, 300), 8000)
+    raw = bytearray(wav.read_bytes())
+    at = raw.index(b"data") + 4
+    raw[at : at + 4] = b"\xff\xff\xff\xff"
+    wav.write_bytes(bytes(raw))
+    assert load_audio(wav, 8000).shape == (1, 300)
+    assert check_audio_file(wav) == 300
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_truncated_aiff_names_the_file_and_both_lengths(tmp_path: Path, subtype: str) -> None:
+    """AIFF states its frame count in the COMM chunk; a file cut inside SSND is refused like a WAV."""
+    path = tmp_path / "cut.aiff"
+    sf.write(str(path), _sine(100, 8000, 1000), 8000, format="AIFF", subtype=subtype)
+    raw = path.read_bytes()
+    frame_bytes = 2 if subtype == "PCM_16" else 4
+    path.write_bytes(raw[: raw.index(b"SSND") + 16 + 600 * frame_bytes + 1])
+    with pytest.raises(AudioFileError, match=r"cut\.aiff.*truncated.*1000 frames.*only 600"):
+        check_audio_file(path)
+    with pytest.raises(AudioFileError, match=r"cut\.aiff.*truncated.*1000 frames.*only 600"):
+        load_audio(path, 8000)

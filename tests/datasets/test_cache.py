@@ -305,3 +305,20 @@ def test_silent_files_warn_again_when_the_cache_is_reused(tmp_path) -> None:
         with pytest.warns(SilentAudioWarning, match="quiet.wav"):
             ManifestDataset(read_manifest(tmp_path / "m.csv"), sample_rate=8000, seconds=0.1,
                             cache_dir=tmp_path / "cache", progress=False)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_truncated_wav_is_an_error_or_skipped_with_its_reason(manifest_csv: Path, tmp_path: Path, cached: bool) -> None:
+    """A WAV cut inside its data chunk (header: 3000 frames, file: 1200) is never read as a shorter clip."""
+    clip = manifest_csv.parent / "clip3.wav"  # stereo float: 8 bytes per frame
+    raw = clip.read_bytes()
+    clip.write_bytes(raw[: raw.index(b"data") + 8 + 1200 * 8 + 3])
+    cache_dir = tmp_path / "cache" if cached else None
+    with pytest.raises(AudioFileError, match=r"clip3\.wav.*truncated.*3000 frames.*1200"):
+        _ds(manifest_csv, cache_dir=cache_dir, on_error="raise")
+    with pytest.warns(SkippedAudioWarning, match="skipped 1 of 6"):
+        ds = _ds(manifest_csv, cache_dir=cache_dir, on_error="skip")
+    assert [(Path(p).name, r) for p, r in ds.skipped] == [
+        ("clip3.wav", "truncated: the header declares 3000 frames but the file holds only 1200")
+    ]
+    assert [r.path for r in ds.rows] == ["clip0.wav", "clip1.wav", "clip2.wav", "clip4.wav", "clip5.wav"]

@@ -56,7 +56,7 @@ def test_export_of_a_non_run_or_missing_checkpoint_is_a_clear_error(tmp_path: Pa
         export_run(tmp_path)
     with pytest.raises(CheckpointError, match="no checkpoint '99'"):
         export_run(trained_run, checkpoint="99")
-    with pytest.raises(CheckpointError, match="not an audiointerp export"):
+    with pytest.raises(CheckpointError, match="not an export: manifest.json is missing"):
         load_export(tmp_path)
 
 
@@ -85,3 +85,24 @@ def test_an_export_whose_manifest_drops_the_weights_entry_is_refused(trained_run
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="does not list model.safetensors"):
         load_export(out)
+
+
+def test_an_export_without_its_manifest_is_named_as_such_and_an_export_is_a_model_checkpoint(
+    trained_run: Path, tiny_overrides: list[str]
+) -> None:
+    """evaluate / export on an export whose manifest.json is gone say so (not "no checkpoint 'best'"), and
+    `model.checkpoint=<export folder>` loads the export's network weights."""
+    from audiointerp.models import build
+    from audiointerp.train.evaluate import evaluate
+
+    out = export_run(trained_run)
+    task, *_ = task_from_checkpoint(trained_run)
+    cfg = load_config("classifier", [*tiny_overrides, f"model.checkpoint={out}"])
+    net = build(str(cfg.model.name), num_classes=24, checkpoint=cfg.model.checkpoint, **cfg.model.params).eval()
+    for key, value in task.model.network.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[key], value)
+
+    (out / "manifest.json").unlink()
+    for call in (lambda: evaluate(out, progress=False), lambda: export_run(out), lambda: load_export(out)):
+        with pytest.raises(CheckpointError, match=r"export.* is not an export: manifest\.json is missing"):
+            call()

@@ -67,6 +67,14 @@ def zoo_classes(settings: ExtractSettings, data_classes: Optional[int]) -> Optio
     return None
 
 
+def checkpoint_hash(path: Path) -> str:
+    """The sha256 of a checkpoint's weights: the file, or an export folder's `model.safetensors`."""
+    from audiointerp.models.registry import export_weights
+    from audiointerp.train.export import sha256
+
+    return sha256(export_weights(path) if path.is_dir() else path)
+
+
 def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[nn.Module, dict[str, Any]]:
     """The pipeline (front end + tapped network) in eval mode, and what identifies it (name, weights' hash,
     front end). `num_classes` is the data's class count, used only as `zoo_classes` says."""
@@ -85,7 +93,7 @@ def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[n
         pipeline = build_pipeline(settings.model, num_classes=zoo_classes(settings, num_classes),
                                   checkpoint=settings.checkpoint)
         identity = {"model": settings.model, "network": settings.model,
-                    "model_hash": sha256(Path(settings.checkpoint)) if settings.checkpoint else None}
+                    "model_hash": checkpoint_hash(Path(settings.checkpoint)) if settings.checkpoint else None}
     from audiointerp.models.archisound import AutoencoderEncoder, AutoencoderWrapper, WaveformFrontend
     from audiointerp.models.frontends import AudioPipeline
 

@@ -10,6 +10,7 @@ import difflib
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -18,7 +19,24 @@ from audiointerp.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
-__all__ = ["CONFIG_DIR", "available_configs", "config_path", "load_config", "to_yaml", "closest"]
+# Keys whose value (an int; None where the schema allows it) must be at least the bound. `train.epochs=0` is
+# allowed: it gives the untrained baseline (the model evaluated as built).
+MIN_COUNTS: dict[str, int] = {
+    "train.epochs": 0,
+    "train.max_steps": 0,
+    "train.keep_last": 0,
+    "data.num_workers": 0,
+    "data.batch_size": 1,
+    "data.eval_batch_size": 1,
+    "train.gradient_accumulation_steps": 1,
+    "train.eval_every_epochs": 1,
+    "train.log_every_steps": 1,
+    "train.checkpoint_every_steps": 1,
+}
+POSITIVE: tuple[str, ...] = ("optim.lr",)
+"""Keys (learning rates) whose value must be > 0."""
+
+__all__ = ["CONFIG_DIR", "MIN_COUNTS", "POSITIVE", "available_configs", "config_path", "load_config", "to_yaml", "closest"]
 
 
 def available_configs() -> list[str]:
@@ -84,16 +102,36 @@ def _raise_merge_error(err: OmegaConfBaseException, schema: DictConfig, origin: 
     raise ConfigError(f"invalid config in {origin}: {err}") from err
 
 
+def _load_mapping(path: Path) -> DictConfig:
+    """A YAML file whose top level must be a mapping of config keys (an empty file is an empty mapping).
+
+    A file that YAML cannot parse, or whose top level is a list or a scalar, raises `ConfigError` naming the file.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except Exception as err:  # yaml errors come in several types; unreadable files are OSErrors
+        raise ConfigError(f"cannot read config {str(path)!r}: {err}") from err
+    if data is not None and not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else "a string" if isinstance(data, str) else f"a {type(data).__name__}"
+        raise ConfigError(f"config {str(path)!r}: its top level is {kind}, not a mapping of config keys "
+                          "(write `key: value` lines, e.g. `experiment: my_run`)")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:  # noqa: BLE001 - omegaconf's own YAML loader refuses a few things yaml accepts
+        raise ConfigError(f"cannot read config {str(path)!r}: {err}") from err
+    if not isinstance(raw, DictConfig):  # pragma: no cover - yaml.safe_load said it is a mapping
+        raise ConfigError(f"config {str(path)!r}: its top level is not a mapping of config keys")
+    return raw
+
+
 def _read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     """A YAML file; `base: NAME` (a shipped config or a path relative to the file) is loaded first and the
     file's keys override it, so a variant states only what differs."""
     if path.resolve() in seen:
         raise ConfigError(f"config {str(path)!r} is its own base (cycle: {' -> '.join(p.name for p in seen)})")
-    try:
-        raw = OmegaConf.load(path)
-    except Exception as err:  # yaml errors come in several types
-        raise ConfigError(f"cannot read config {str(path)!r}: {err}") from err
-    base = raw.pop("base", None) if isinstance(raw, DictConfig) else None
+    raw = _load_mapping(path)
+    base = raw.pop("base", None)
     if base is None:
         return raw
     relative = path.parent / str(base)
@@ -128,7 +166,15 @@ def load_config(
     overrides: Sequence[str] = (),
     task_schema: Optional[Callable[[str], type]] = None,
 ) -> DictConfig:
-    """Load an experiment config, apply `key=value` overrides, and validate it against the schemas."""
+    """Load an experiment config, apply `key=value` overrides, and validate it against the schemas.
+
+    Raises `ConfigError` for: a YAML file whose top level is not a mapping; unknown keys and values of the wrong
+    type (naming the closest valid key); missing required values (`???`); values outside `CHOICES`; counts below
+    their bound in `MIN_COUNTS` (`train.epochs`, `train.max_steps`, `train.keep_last`, `data.num_workers` >= 0;
+    batch sizes, `gradient_accumulation_steps`, `eval_every_epochs`, `log_every_steps`,
+    `checkpoint_every_steps` >= 1) and learning rates (`POSITIVE`) that are not > 0. `model.params` are checked
+    against the builder's annotated signature when the model is built (`models.registry._check_params`).
+    """
     task_schema = task_schema or _default_task_schema
     if isinstance(source, (DictConfig, dict)):
         raw, origin = OmegaConf.create(source), "the given config"
@@ -158,8 +204,28 @@ def load_config(
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"config key {key!r} is {value!r}{closest(str(value), allowed)}; choose one of {', '.join(allowed)}")
+    _check_ranges(cfg, cli, origin)
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _check_ranges(cfg: DictConfig, cli: DictConfig, origin: str) -> None:
+    """Raise `ConfigError` naming the key, its value, where it was set (the command line or `origin`) and the bound
+    when a count of `MIN_COUNTS` is below its bound or a learning rate of `POSITIVE` is not > 0. None, where the
+    schema allows it (`train.max_steps`, `train.checkpoint_every_steps`), means "not set" and passes."""
+
+    def where(key: str) -> str:
+        return "the command-line overrides" if OmegaConf.select(cli, key) is not None else origin
+
+    for key, low in MIN_COUNTS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < low:
+            note = " (train.epochs=0 is the untrained baseline)" if key == "train.epochs" else ""
+            raise ConfigError(f"config key {key!r} is {value!r} in {where(key)}: it must be >= {low}{note}")
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"config key {key!r} is {value!r} in {where(key)}: a learning rate must be > 0")
 
 
 def to_yaml(cfg: DictConfig) -> str:

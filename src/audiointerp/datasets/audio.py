@@ -1,15 +1,18 @@
 """Audio decoding, channel mapping, resampling and length fitting.
 
 Decoding uses soundfile (libsndfile); resampling uses ``torchaudio.functional.resample``.
-Every failure to read a file raises :class:`~audiointerp.errors.AudioFileError` naming the file and the cause.
+Every failure to read a file raises :class:`~audiointerp.errors.AudioFileError` naming the file and the cause,
+including a WAV or AIFF cut short of the length its header states (libsndfile alone reads it as a shorter clip).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import struct
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -25,6 +28,7 @@ __all__ = [
     "check_audio_params",
     "fit_length",
     "load_audio",
+    "header_truncation",
 ]
 
 SUPPORTED_CHANNELS = (1, 2)
@@ -44,6 +48,9 @@ def check_audio_params(sample_rate: object, channels: object) -> None:
 
 def check_audio_file(path: str | os.PathLike[str], *, read_header: bool = True) -> int:
     """Cheaply check that ``path`` exists and has a readable header with frames > 0; return the frame count.
+
+    A WAV or AIFF cut short of the length its header states raises AudioFileError naming both lengths
+    (:func:`header_truncation`).
 
     With ``read_header=False`` only existence and a non-zero size are checked (and -1 is returned).
     """
@@ -66,7 +73,112 @@ def check_audio_file(path: str | os.PathLike[str], *, read_header: bool = True) 
         raise AudioFileError(p, f"unreadable audio header ({_short(exc)})") from exc
     if info.frames <= 0:
         raise AudioFileError(p, "contains no audio frames")
+    truncated = header_truncation(p)
+    if truncated is not None:
+        raise AudioFileError(p, truncated)
     return int(info.frames)
+
+
+# WAVE format tags whose frames are fixed-size blocks of ``block_align`` bytes: PCM, IEEE float, A-law, mu-law
+_FIXED_FRAME_TAGS = frozenset({0x0001, 0x0003, 0x0006, 0x0007})
+_EXTENSIBLE_TAG = 0xFFFE
+_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})  # what streaming writers leave when they cannot seek back
+# AIFF-C compression types whose frames are channels * ceil(sample bits / 8) bytes (big/little-endian PCM, floats)
+_AIFC_PLAIN = frozenset({b"NONE", b"sowt", b"twos", b"raw ", b"in24", b"in32", b"fl32", b"FL32", b"fl64", b"FL64"})
+_AIFC_WIDTH = {b"fl32": 32, b"FL32": 32, b"fl64": 64, b"FL64": 64, b"in24": 24, b"in32": 32}
+
+
+def _truncated(declared_frames: int, held_frames: int) -> str:
+    return f"truncated: the header declares {declared_frames} frames but the file holds only {held_frames}"
+
+
+def header_truncation(path: str | os.PathLike[str]) -> str | None:
+    """Why the WAV or AIFF file ``path`` is cut short of the length its header states, or None when it is not
+    (or when there is no stated length to compare with).
+
+    libsndfile quietly shortens a data chunk that runs past the end of the file, so a file cut short reads as a
+    shorter clip. This reads the chunk headers itself: for WAV (RIFF, RIFX, RF64), the data chunk size against
+    the bytes after it; for AIFF / AIFF-C, the COMM chunk's frame count against the frames the SSND chunk holds.
+    The reason ("truncated: the header declares N frames but the file holds only M") names both lengths in frames,
+    or in bytes for WAV encodings without fixed-size frames (ADPCM, GSM, ...). None for other formats (FLAC,
+    OGG, MP3 ... state no such count), for a WAV data size left unknown by a streaming writer (0 or 0xFFFFFFFF),
+    for compressed AIFF-C, and for headers it cannot parse (libsndfile reports those).
+    """
+    try:
+        with open(path, "rb") as fh:
+            file_size = os.fstat(fh.fileno()).st_size
+            head = fh.read(12)
+            if len(head) < 12:
+                return None
+            if head[8:12] == b"WAVE" and head[:4] in (b"RIFF", b"RIFX", b"RF64"):
+                return _wav_truncation(fh, head[:4], file_size)
+            if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+                return _aiff_truncation(fh, head[8:12] == b"AIFC", file_size)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _wav_truncation(fh: BinaryIO, riff: bytes, file_size: int) -> str | None:
+    """:func:`header_truncation` for a WAV whose 12-byte RIFF header ``fh`` has just been read."""
+    endian = ">" if riff == b"RIFX" else "<"
+    rf64_data_size: int | None = None
+    block_align = 0
+    format_tag: int | None = None
+    pos = 12
+    while pos + 8 <= file_size:
+        fh.seek(pos)
+        chunk_id, size = struct.unpack(endian + "4sI", fh.read(8))
+        body = pos + 8
+        if chunk_id == b"ds64" and size >= 16:
+            rf64_data_size = struct.unpack("<QQ", fh.read(16))[1]
+        elif chunk_id == b"fmt " and size >= 14:
+            fmt = fh.read(min(size, 26))
+            format_tag, _, _, _, block_align = struct.unpack(endian + "HHIIH", fmt[:14])
+            if format_tag == _EXTENSIBLE_TAG and len(fmt) >= 26:
+                format_tag = struct.unpack(endian + "H", fmt[24:26])[0]  # first field of the SubFormat GUID
+        elif chunk_id == b"data":
+            if riff == b"RF64" and size == 0xFFFFFFFF:
+                if rf64_data_size is None:
+                    return None
+                size = rf64_data_size
+            elif size in _UNKNOWN_SIZES:
+                return None
+            held = file_size - body
+            if size <= held:
+                return None
+            if format_tag in _FIXED_FRAME_TAGS and block_align > 0:
+                return _truncated(size // block_align, held // block_align)
+            return f"truncated: the header declares a data chunk of {size} bytes but the file holds only {held}"
+        pos = body + size + (size & 1)
+    return None
+
+
+def _aiff_truncation(fh: BinaryIO, aifc: bool, file_size: int) -> str | None:
+    """:func:`header_truncation` for an AIFF / AIFF-C whose 12-byte FORM header ``fh`` has just been read."""
+    frames: int | None = None
+    frame_bytes = 0
+    pos = 12
+    while pos + 8 <= file_size:
+        fh.seek(pos)
+        chunk_id, size = struct.unpack(">4sI", fh.read(8))
+        body = pos + 8
+        if chunk_id == b"COMM" and size >= 18:
+            comm = fh.read(min(size, 22))
+            channels, frames, bits = struct.unpack(">hIh", comm[:8])
+            compression = comm[18:22] if aifc and len(comm) >= 22 else b"NONE"
+            if compression not in _AIFC_PLAIN:
+                return None
+            bits = _AIFC_WIDTH.get(compression, bits)
+            frame_bytes = channels * ((bits + 7) // 8)
+        elif chunk_id == b"SSND" and size >= 8:
+            if frames is None or frame_bytes <= 0:
+                return None
+            offset = struct.unpack(">I", fh.read(4))[0]
+            held = (file_size - (body + 8 + offset)) // frame_bytes
+            return None if held >= frames else _truncated(frames, max(held, 0))
+        pos = body + size + (size & 1)
+    return None
 
 
 def _short(exc: BaseException) -> str:
@@ -88,8 +200,9 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int, channels: int = 1
     """Decode ``path`` to float32 ``[channels, T]`` at ``sample_rate``.
 
     Multi-channel audio is averaged to mono (``channels=1``); mono is duplicated to stereo and stereo is
-    kept (``channels=2``; files with more channels keep their first two). Missing, empty or corrupt files
-    raise AudioFileError; all-zero audio emits a :class:`SilentAudioWarning` naming the file.
+    kept (``channels=2``; files with more channels keep their first two). Missing, empty, corrupt or
+    truncated (WAV / AIFF cut short of its header's length: :func:`header_truncation`) files raise AudioFileError; all-zero
+    audio emits a :class:`SilentAudioWarning` naming the file.
     """
     check_audio_params(sample_rate, channels)
     p = Path(path)
@@ -97,6 +210,9 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int, channels: int = 1
         raise AudioFileError(p, "file not found" if not p.exists() else "not a regular file")
     if p.stat().st_size == 0:
         raise AudioFileError(p, "file is empty (0 bytes)")
+    truncated = header_truncation(p)
+    if truncated is not None:
+        raise AudioFileError(p, truncated)
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as exc:

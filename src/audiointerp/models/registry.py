@@ -6,13 +6,20 @@ A network's `forward` takes its front end's features; the front end is a separat
 
 from __future__ import annotations
 
+import collections.abc
+import hashlib
 import inspect
+import json
 import logging
+import os
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -85,16 +92,131 @@ def model_spec(name: str) -> ModelSpec:
     return _MODELS[name]
 
 
+_SEQUENCE_ORIGINS = (list, tuple, collections.abc.Sequence, collections.abc.MutableSequence)
+_MAPPING_ORIGINS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+
+
+def _annotations(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved type hints of a builder's (or a front-end class's `__init__`) parameters; {} when they cannot be
+    resolved (a hint naming something not importable), so that such a builder is only checked by name."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable forward references, C builtins: no annotations to check
+        return {}
+
+
+def _type_name(hint: Any) -> str:
+    """How a type hint reads in a message: int, float or None, a sequence of int, one of 'a', 'b'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return "any value"
+    if hint is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin in _SEQUENCE_ORIGINS:
+        if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
+            return f"a sequence of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+        return f"a sequence of {_type_name(args[0])}" if args else "a sequence"
+    if origin in _MAPPING_ORIGINS:
+        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}" if len(args) == 2 else "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _type_problem(value: Any, hint: Any) -> Optional[str]:
+    """Why `value` does not fit the type hint `hint` ('' when it does not fit as a whole, a note on the first bad
+    item for sequences and mappings), or None when it fits. Hints other than int, float, bool, str, None, Any,
+    Literal, Optional/Union, list/tuple/Sequence and dict/Mapping are not checked (None)."""
+    from omegaconf import DictConfig, ListConfig
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is object:
+        return None
+    if hint is type(None):
+        return None if value is None else ""
+    if hint is bool:
+        return None if isinstance(value, (bool, np.bool_)) else ""
+    if hint is int:
+        return None if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else ""
+    if hint is float:  # an int is a fine float (dropout: 0)
+        return None if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) else ""
+    if hint is str:  # a path object is a fine path string (pretrained=Path(...))
+        return None if isinstance(value, (str, os.PathLike)) else ""
+    if origin is typing.Literal:
+        return None if any(value == a and type(value) is type(a) for a in args) else ""
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(value, a) for a in args]
+        if any(p is None for p in problems):
+            return None
+        return next((p for p in problems if p), "")
+    if origin in _SEQUENCE_ORIGINS or hint in _SEQUENCE_ORIGINS:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, ListConfig)):
+            return ""
+        items = list(value)
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(items) != len(args):
+                return f"{len(items)} items instead of {len(args)}"
+            item_hints = list(args)
+        else:
+            item_hints = [args[0] if args else Any] * len(items)
+        for k, (item, item_hint) in enumerate(zip(items, item_hints)):
+            if _type_problem(item, item_hint) is not None:
+                return f"item {k} {item!r} is not {_type_name(item_hint)}"
+        return None
+    if origin in _MAPPING_ORIGINS or hint in _MAPPING_ORIGINS:
+        if not isinstance(value, (Mapping, DictConfig)):
+            return ""
+        key_hint, value_hint = args if len(args) == 2 else (Any, Any)
+        for key, item in value.items():
+            if _type_problem(key, key_hint) is not None:
+                return f"key {key!r} is not {_type_name(key_hint)}"
+            if _type_problem(item, value_hint) is not None:
+                return f"the value of {key!r}, {item!r}, is not {_type_name(value_hint)}"
+        return None
+    return None  # a class or construct this checker does not know: the builder checks it
+
+
+def _shown(value: Any) -> str:
+    """`value` as a message shows it: config containers as plain lists and dicts."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return repr(OmegaConf.to_container(value))
+    return repr(value)
+
+
 def _check_params(what: str, factory: Callable[..., Any], params: Mapping[str, Any]) -> None:
+    """Raise `ConfigError` unless every key of `params` is a parameter of `factory` and its value fits the
+    parameter's type annotation.
+
+    Names: a key that is no parameter (unless the factory takes `**kwargs`) is named with the closest valid one.
+    Types: checked against `typing.get_type_hints` of the builder (a class: its `__init__`) for int, float (an int
+    fits), bool, str (an `os.PathLike` fits), None/Optional, Union, Literal, Any, list/tuple/Sequence (an omegaconf ListConfig counts; its
+    items are checked) and dict/Mapping; parameters without an annotation, or annotated with anything else, are
+    not checked. The message names the parameter, the value and the expected type, e.g.
+    "model 'small_cnn' parameter 'widths' is 8, expected a sequence of int".
+    """
     from audiointerp.configs import closest
 
     signature = inspect.signature(factory)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-        return
-    valid = [n for n in signature.parameters if n != "num_classes"]
-    for key in params:
-        if key not in valid:
-            raise ConfigError(f"{what} has no parameter {key!r}{closest(key, valid)}; its parameters: {', '.join(valid)}")
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    valid = [n for n, p in signature.parameters.items() if n != "num_classes" and n != "self"
+             and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
+    if not takes_any:
+        for key in params:
+            if key not in valid:
+                raise ConfigError(f"{what} has no parameter {key!r}{closest(key, valid)}; its parameters: {', '.join(valid)}")
+    hints = _annotations(factory)
+    for key, value in params.items():
+        if key not in hints or key not in valid:
+            continue
+        problem = _type_problem(value, hints[key])
+        if problem is not None:
+            note = f" ({problem})" if problem else ""
+            raise ConfigError(f"{what} parameter {key!r} is {_shown(value)}, expected {_type_name(hints[key])}{note}")
 
 
 def needs_classes(name: str) -> bool:
@@ -218,11 +340,56 @@ def build_pipeline(
 # --- checkpoints -------------------------------------------------------------------------------------------
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "network", "weights")
+EXPORT_WEIGHTS = "model.safetensors"  # an export folder's weights (train/export.py's WEIGHTS)
+EXPORT_MANIFEST = "manifest.json"  # an export folder's sha256 list (train/export.py's MANIFEST)
+
+
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (exports' manifests, stores' model hashes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_weights(folder: Path) -> Path:
+    """The weights file of an export folder given as a checkpoint: `folder/model.safetensors`.
+
+    When the folder has a `manifest.json` (every audiointerp export does), the weights must be listed there and
+    match their sha256; a folder without `model.safetensors`, a manifest that cannot be read or does not list the
+    weights, and a hash mismatch raise `CheckpointError` naming the folder. (models/ cannot import
+    `train.export.verify_export`; this checks the weights file only, the one file a network reads.)
+    """
+    weights = folder / EXPORT_WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {str(folder)!r} is a folder without {EXPORT_WEIGHTS}: give a weights file "
+                              f"(.safetensors, .pt, ...) or an export folder (`audiointerp export RUN_DIR`)")
+    manifest_path = folder / EXPORT_MANIFEST
+    if manifest_path.is_file():
+        try:
+            listed = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+            expected = listed.get(EXPORT_WEIGHTS) if isinstance(listed, Mapping) else None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"export {str(folder)!r}: cannot read {EXPORT_MANIFEST} ({err})") from err
+        if expected is None:
+            raise CheckpointError(f"export {str(folder)!r}: {EXPORT_MANIFEST} does not list {EXPORT_WEIGHTS} "
+                                  "(modified or corrupt)")
+        if sha256(weights) != expected:
+            raise CheckpointError(f"export {str(folder)!r}: {EXPORT_WEIGHTS} does not match its sha256 in "
+                                  f"{EXPORT_MANIFEST} (modified or corrupt)")
+    return weights
 
 
 def read_state_dict(path: str | Path, hint: str = "") -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors, or from .pt/.pth/.bin/.ckpt with `torch.load(weights_only=True)`."""
+    """Read a state dict from .safetensors, or from .pt/.pth/.bin/.ckpt with `torch.load(weights_only=True)`.
+
+    `path` may also be an export folder: its `model.safetensors` (checked against `manifest.json`'s sha256, see
+    `export_weights`), whose `network.` weights are returned.
+    """
     path = Path(path)
+    if path.is_dir():
+        path = export_weights(path)
     if not path.is_file():
         where = f" Get it from {hint} and pass its local path." if hint else ""
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist.{where}")

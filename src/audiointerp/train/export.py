@@ -6,7 +6,6 @@ network in eval mode. Nothing is unpickled: weights are safetensors, configs YAM
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,20 +21,13 @@ from torch import nn
 from audiointerp import __version__
 from audiointerp.configs import load_config, to_yaml
 from audiointerp.errors import CheckpointError
+from audiointerp.models.registry import sha256  # noqa: F401  (also imported from here by extraction and tests)
 from audiointerp.train.checkpoint import ARRAYS, INFO_FILE, METADATA, CheckpointStore, load_arrays
 from audiointerp.train.tasks import Task, task_class
 
 WEIGHTS = "model.safetensors"  # an export's weights; also what Accelerate's save_state names a checkpoint's model
 MANIFEST = "manifest.json"
 REQUIRED = (WEIGHTS, "config.yaml", METADATA)  # files every export must list in its manifest
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit() -> Optional[str]:
@@ -70,9 +62,21 @@ def rebuild_task(cfg: DictConfig, folder: Path) -> tuple[Task, dict[str, Any]]:
     return task, metadata
 
 
+def looks_like_export(folder: Path) -> bool:
+    """Whether `folder` holds an export's weights (`model.safetensors` at its top) and is no run (no `checkpoints/`)."""
+    return (folder / WEIGHTS).is_file() and not (folder / "checkpoints").is_dir()
+
+
 def task_from_checkpoint(run_dir: Path, checkpoint: str = "best") -> tuple[Task, DictConfig, dict[str, Any], Path]:
-    """Rebuild a run's task (no data needed) with the weights of one of its checkpoints."""
+    """Rebuild a run's task (no data needed) with the weights of one of its checkpoints.
+
+    A folder that holds an export's weights but no `manifest.json` (and no `checkpoints/`) raises
+    `CheckpointError` saying it is not an export because its manifest is missing, rather than that it has no
+    checkpoint; another non-run folder says it is not a run directory.
+    """
     run_dir = Path(run_dir)
+    if looks_like_export(run_dir) and not (run_dir / MANIFEST).is_file():
+        raise CheckpointError(_missing_manifest(run_dir))
     cfg = run_config(run_dir)
     folder = CheckpointStore(run_dir).resolve(checkpoint)
     task, metadata = rebuild_task(cfg, run_dir)
@@ -130,12 +134,21 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     return out
 
 
+def _missing_manifest(folder: Path) -> str:
+    held = f" (it holds {WEIGHTS} but no checkpoints/, so it is no run either)" if looks_like_export(folder) else ""
+    return (f"{folder} is not an export: {MANIFEST} is missing{held}; an export lists the sha256 of every file in "
+            f"{MANIFEST}: re-export its run with `audiointerp export RUN_DIR`")
+
+
 def verify_export(export_dir: str | Path) -> dict[str, Any]:
-    """Check every file listed in manifest.json against its sha256; returns the manifest."""
+    """Check every file listed in manifest.json against its sha256; returns the manifest.
+
+    A folder without manifest.json raises `CheckpointError` "... is not an export: manifest.json is missing".
+    """
     export_dir = Path(export_dir)
     manifest_path = export_dir / MANIFEST
     if not manifest_path.is_file():
-        raise CheckpointError(f"{export_dir} is not an audiointerp export: {MANIFEST} is missing")
+        raise CheckpointError(_missing_manifest(export_dir))
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     unlisted = [name for name in REQUIRED if name not in manifest.get("files", {})]
     if unlisted:
