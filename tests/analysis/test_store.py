@@ -151,3 +151,89 @@ def test_a_store_of_activations_computed_elsewhere_reads_back(tmp_path: Path) ->
         write_store(folder, {"roi": values}, {})
     with pytest.raises(StoreError, match="label has 3 rows, the first layer 25"):
         write_store(tmp_path / "t", {"roi": values}, {"label": ["a", "b", "c"]})
+
+
+def _assert_same_store(left: Path, right: Path) -> None:
+    a, b = ActivationStore(left), ActivationStore(right)
+    assert a.layers == b.layers and len(a) == len(b) and a.clips == b.clips
+    for layer in a.layers:
+        np.testing.assert_array_equal(a.load(layer), b.load(layer))
+
+
+def test_a_shard_truncated_by_a_kill_before_its_first_chunk_is_refused_by_name_then_resumed(
+        tiny_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12.2: `extract` killed before its first chunk left a 96-byte shard (`truncated file: eof = 96`)."""
+    torch.manual_seed(0)
+    clean = extract(settings(tiny_data, layers=["block2", "embedding"]), tmp_path / "clean", progress=False)
+    torch.manual_seed(0)
+    out = extract(settings(tiny_data, layers=["block2", "embedding"]), tmp_path / "killed", progress=False, max_chunks=0)
+    shard = out / "shard-00000-of-00001.h5"
+    shard.write_bytes((clean / shard.name).read_bytes()[:96])  # what the kill left: the superblock alone
+    with pytest.raises(StoreError, match=r"shard-00000-of-00001\.h5.*run the same `audiointerp extract` command"):
+        ActivationStore(out)
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING", logger="audiointerp"):
+        extract(settings(tiny_data, layers=["block2", "embedding"]), out, progress=False)
+    assert any(shard.name in record.getMessage() for record in caplog.records)
+    _assert_same_store(out, clean)
+
+
+def test_a_shard_writer_starts_an_unreadable_shard_afresh(tmp_path: Path) -> None:
+    from audiointerp.analysis.store import ShardWriter, shard_path
+
+    path = shard_path(tmp_path, 0, 1)
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)  # 96 bytes: an HDF5 signature and nothing parseable
+    writer = ShardWriter(path, ["roi"], "float32")
+    try:
+        assert writer.done == set()
+        writer.write_chunk(0, np.arange(3), {"roi": np.ones((3, 2), dtype=np.float32)})
+    finally:
+        writer.close()
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        assert int(handle.attrs["rows"]) == 3 and json.loads(handle.attrs["done"]) == [0]
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_a_new_shard_is_a_valid_empty_shard_on_disk_before_any_chunk(tmp_path: Path) -> None:
+    import h5py
+
+    from audiointerp.analysis.store import ShardWriter, shard_path
+
+    path = shard_path(tmp_path, 0, 1)
+    writer = ShardWriter(path, ["roi"], "float32")
+    try:
+        copy = tmp_path / "copy.h5"
+        copy.write_bytes(path.read_bytes())  # the bytes a kill at this moment would leave
+    finally:
+        writer.close()
+    with h5py.File(copy, "r") as handle:
+        assert int(handle.attrs["rows"]) == 0 and json.loads(handle.attrs["done"]) == []
+
+
+@pytest.mark.skipif(__import__("os").environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE",
+                    reason="HDF5 file locking is disabled here")
+def test_a_shard_locked_by_another_writer_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Only a shard HDF5 cannot parse is started afresh: a live writer's shard (file lock held) is never moved."""
+    import subprocess
+    import sys
+
+    from audiointerp.analysis.store import ShardWriter, shard_path
+
+    path = shard_path(tmp_path, 0, 1)
+    writer = ShardWriter(path, ["roi"], "float32")
+    try:
+        writer.write_chunk(0, np.arange(2), {"roi": np.ones((2, 2), dtype=np.float32)})
+        code = ("import sys\nfrom audiointerp.analysis.store import ShardWriter, StoreError\n"
+                f"try:\n    ShardWriter({str(path)!r}, ['roi'], 'float32')\n"
+                "except StoreError as err:\n    print(err); sys.exit(3)\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    finally:
+        writer.close()
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "cannot open shard" in result.stdout and path.name in result.stdout
+    assert path.exists() and not list(tmp_path.glob("*.unreadable"))
+    from audiointerp.analysis.store import done_chunks
+
+    assert done_chunks(tmp_path) == {0}

@@ -352,3 +352,128 @@ def test_whole_clips_of_different_lengths_batch_with_their_lengths(tree: Path) -
     for k, n in enumerate([1800, 600, 2400]):
         assert torch.equal(batch["audio"][k, :, :n], ds[k]["audio"]) and not batch["audio"][k, :, n:].any()
     assert batch["index"].tolist() == [0, 1, 2]
+
+
+# --- split checks and format detection (issue 12, point 6) ------------------------------------------------------
+
+
+def _listing(root: Path, rows: list[tuple[str, str, str]]) -> Manifest:
+    """A manifest of (path, label, fold) rows; check_splits never opens the files."""
+    return Manifest(root, [ManifestRow(p, (lab,), fold=f) for p, lab, f in rows], source=str(root / "m.csv"))
+
+
+def test_check_splits_is_silent_on_a_clean_manifest(tree: Path, recwarn: pytest.WarningsRecorder) -> None:
+    from audiointerp.datasets.manifest import check_splits
+
+    report = check_splits(read_manifest(tree / "manifest.csv"), ["2"], ["1"], ["3"])
+    assert not recwarn.list
+    assert report.rows == {"train": 3, "valid": 2, "test": 1}
+    assert report.repeated_rows == 0 and report.unselected == {}
+
+
+def test_a_file_in_two_splits_is_a_leak_naming_file_and_folds(tmp_path: Path) -> None:
+    from audiointerp.datasets.manifest import check_splits
+
+    m = _listing(tmp_path, [("a/x.wav", "dog", "1"), ("b/y.wav", "cat", "2"), ("a/../a/x.wav", "dog", "2"),
+                            ("b/z.wav", "cat", "3"), ("b/./z.wav", "cat", "1")])
+    pattern = (r"2 files are in more than one of the train, valid and test splits.*'a/x.wav'.*"
+               r"fold '1' \(valid\).*fold '2' \(train\)")
+    with pytest.raises(DatasetError, match=pattern):
+        check_splits(m, ["2", "3"], ["1"])
+    with pytest.raises(DatasetError, match=pattern):  # the option allows repeats, never a leak
+        check_splits(m, ["2", "3"], ["1"], allow_duplicates=True)
+    held_out = _listing(tmp_path, [("b/z.wav", "cat", "3"), ("b/y.wav", "cat", "2"), ("b/./z.wav", "cat", "1")])
+    with pytest.raises(DatasetError, match=r"1 file is in more than one.*'b/z.wav'.*fold '1' \(valid\).*fold '3' \(test\)"):
+        check_splits(held_out, ["2"], ["1"], ["3"])
+    # the same file twice within one split is no leak
+    ok = _listing(tmp_path, [("a/x.wav", "dog", "2"), ("a/x.wav", "dog", "3"), ("b/y.wav", "cat", "1")])
+    with pytest.warns(UserWarning, match="repeat"):
+        check_splits(ok, ["2", "3"], ["1"])
+
+
+def test_a_symlinked_copy_of_a_training_file_is_a_leak(tmp_path: Path) -> None:
+    from audiointerp.datasets.manifest import check_splits
+
+    real = _wav(tmp_path / "a" / "x.wav", 100, 0)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x_link.wav").symlink_to(real)
+    m = _listing(tmp_path, [("a/x.wav", "dog", "2"), ("b/x_link.wav", "dog", "1")])
+    with pytest.raises(DatasetError, match=r"1 file is in more than one.*'a/x.wav'.*'b/x_link.wav'"):
+        check_splits(m, ["2"], ["1"])
+
+
+def test_a_file_under_two_labels_is_an_error_unless_duplicates_are_allowed(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    from audiointerp.datasets.manifest import check_splits
+
+    m = _listing(tmp_path, [("x.wav", "dog", "2"), ("y.wav", "cat", "2"), ("x.wav", "cat", "2"), ("v.wav", "cat", "1")])
+    with pytest.raises(DatasetError, match=r"1 file is listed under different labels.*'x.wav'.*'dog'.*'cat'.*allow_duplicates"):
+        check_splits(m, ["2"], ["1"])
+    report = check_splits(m, ["2"], ["1"], allow_duplicates=True)  # on purpose: no label error, no warning
+    assert not recwarn.list and report.repeated_rows == 1
+
+
+def test_repeated_files_and_unused_folds_are_warnings_with_counts(tmp_path: Path) -> None:
+    from audiointerp.datasets.manifest import ManifestWarning, check_splits
+
+    m = _listing(tmp_path, [("x.wav", "dog", "2"), ("x.wav", "dog", "2"), ("y.wav", "cat", "2"), ("y.wav", "cat", "2"),
+                            ("./y.wav", "cat", "2"), ("v.wav", "cat", "1"), ("u.wav", "cat", "7"), ("t.wav", "dog", "7"),
+                            ("s.wav", "dog", "")])
+    with pytest.warns(ManifestWarning) as record:
+        report = check_splits(m, ["2"], ["1"])
+    messages = [str(w.message) for w in record]  # repeats first, then unused folds
+    assert len(messages) == 2
+    assert re_search(r"3 rows repeat a file listed earlier \(2 files\).*'x.wav'.*'y.wav'", messages[0])
+    assert re_search(r"3 of 9 rows are in no selected fold.*fold '7' \(2 rows\).*no fold \(1 row\)", messages[1])
+    assert report.repeated_rows == 3 and report.unselected == {"7": 2, "": 1}
+    assert report.rows == {"train": 5, "valid": 1, "test": 0}
+
+
+def re_search(pattern: str, text: str) -> bool:
+    import re
+
+    assert re.search(pattern, text, re.S), f"{pattern!r} not in {text!r}"
+    return True
+
+
+def test_a_fold_in_two_fold_lists_is_a_config_error(tree: Path) -> None:
+    from audiointerp.datasets.manifest import check_splits
+    from audiointerp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"fold\(s\) \['1'\] are in both the train and the valid folds"):
+        check_splits(read_manifest(tree / "manifest.csv"), ["1", "2"], [1])
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("path,fold\nx.wav,1\n", r"missing required column 'label'"),
+        ("", r"is empty: expected a header"),
+        ("\n\n", r"is empty: expected a header"),
+        ("path;label;fold\nx.wav;dog;1\n", r"uses ';' to separate columns.*comma-separated"),
+        ("path\tlabel\nx.wav\tdog\n", r"uses tabs to separate columns.*comma-separated"),
+    ],
+)
+def test_auto_format_gives_the_manifest_format_messages(tmp_path: Path, text: str, pattern: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(DatasetError, match=pattern) as explicit:
+        load_manifest(bad, format="manifest")
+    with pytest.raises(DatasetError) as auto:
+        load_manifest(bad)
+    assert str(auto.value) == str(explicit.value)
+    assert "bad.csv" in str(auto.value)
+
+
+def test_auto_format_still_reads_official_metadata_files_and_names_other_files(tmp_path: Path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("hello\n")
+    with pytest.raises(DatasetError, match="neither a generic manifest"):
+        load_manifest(other)
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    (tmp_path / "audio").mkdir()
+    _wav(tmp_path / "audio" / "1-1-A-0.wav", 100, 0)
+    _csv(meta / "esc50.csv", ["filename", "fold", "target", "category"], [["1-1-A-0.wav", "1", "0", "dog"]])
+    assert load_manifest(meta / "esc50.csv").rows[0].labels == ("dog",)

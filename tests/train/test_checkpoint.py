@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,81 @@ def test_train_state_round_trip() -> None:
     other = TrainState()
     other.load_state_dict(state.state_dict())
     assert other == state
+
+
+def _complete_steps(store: CheckpointStore) -> list[str]:
+    return [p.name for p in store.step_dirs()]
+
+
+def test_a_kill_while_removing_leaves_no_step_folder_without_its_info_file(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12.4: pruning interrupted inside rmtree (a kill) must not leave `step-N` half-deleted."""
+    store = CheckpointStore(tmp_path, keep_last=1)
+    fake_save(store, 1)
+    (store.dir / "step-00000001" / "optimizer.bin").write_bytes(b"o")
+    real_rmtree = shutil.rmtree
+
+    def killed_rmtree(path: object, *args: object, **kwargs: object) -> None:
+        folder = Path(str(path))
+        (folder / INFO_FILE).unlink(missing_ok=True)  # the worst order: the info file goes first
+        raise KeyboardInterrupt(f"killed while removing {folder}")
+
+    monkeypatch.setattr(shutil, "rmtree", killed_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        fake_save(store, 2)  # commits step 2, then prunes step 1
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    incomplete = [p.name for p in store.dir.glob("step-*") if not (p / INFO_FILE).is_file()]
+    assert incomplete == []
+    assert _complete_steps(store) == ["step-00000002"]
+    CheckpointStore(tmp_path, keep_last=1).clean_temp()  # the next start removes what the kill left
+    assert sorted(p.name for p in store.dir.iterdir()) == ["step-00000002"]
+
+
+def test_start_cleans_half_deleted_checkpoints_but_never_complete_ones_or_best(tmp_path: Path) -> None:
+    """Issue 12.4: a folder left without checkpoint.json, or a half-removed renamed one, is cleaned on start."""
+    store = CheckpointStore(tmp_path, keep_last=3)
+    fake_save(store, 2, is_best=True)
+    fake_save(store, 5)
+    fake_save(store, 6)
+    half_deleted = store.dir / "step-00000004"  # what the reported kill left: no checkpoint.json
+    half_deleted.mkdir()
+    for name in ("model.safetensors", "optimizer.bin", "random_states_0.pkl", "scheduler.bin"):
+        (half_deleted / name).write_bytes(b"x")
+    renamed = store.dir / ".del-step-00000003"  # renamed for removal, killed inside rmtree
+    renamed.mkdir()
+    (renamed / "model.safetensors").write_bytes(b"x")
+    (store.dir / ".tmp-best").symlink_to("step-00000005")  # killed while swapping `best`
+    before_best = store.best()
+
+    fresh = CheckpointStore(tmp_path, keep_last=3)
+    fresh.clean_temp()
+    assert sorted(p.name for p in fresh.dir.iterdir()) == ["best", "step-00000002", "step-00000005", "step-00000006"]
+    assert fresh.latest().name == "step-00000006"
+    assert fresh.best() == before_best and fresh.best().name == "step-00000002"
+    assert _complete_steps(fresh) == ["step-00000002", "step-00000005", "step-00000006"]
+
+
+def test_cleaning_keeps_the_folder_best_points_to_even_without_its_info_file(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    fake_save(store, 1, is_best=True)
+    fake_save(store, 2)
+    (store.dir / "step-00000001" / INFO_FILE).unlink()
+    store.clean_temp()
+    assert (store.dir / "step-00000001").is_dir() and store.best().name == "step-00000001"
+
+
+def test_pruning_goes_through_a_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rmtree that pruning does is of a folder already renamed away from `step-*`."""
+    store = CheckpointStore(tmp_path, keep_last=1)
+    removed: list[str] = []
+    real_rmtree = shutil.rmtree
+
+    def recording_rmtree(path: object, *args: object, **kwargs: object) -> None:
+        removed.append(Path(str(path)).name)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", recording_rmtree)
+    for step in (1, 2, 3):
+        fake_save(store, step)
+    assert removed and not [name for name in removed if name.startswith("step-")]
+    assert sorted(p.name for p in store.dir.iterdir()) == ["step-00000003"]

@@ -9,15 +9,21 @@ A store is a folder:
 - `shard-*.h5` (HDF5 through h5py): each process's rows, `layers/<layer>` [rows, ...] and `index` [rows] (the
   clips' store indices), with the attributes `rows` and `done` (the chunks whose rows are complete).
 
-Clips are processed in chunks; chunk c is written by process c mod world size. A shard's `rows` attribute is set
-only after a chunk's rows are flushed, so a killed run leaves at most a partial chunk, which a resumed run cuts
-off before recomputing that chunk alone.
+Clips are processed in chunks; chunk c is written by process c mod world size. A shard is created valid: written
+as a temporary file (no rows, `done` = []), fsynced and renamed into place before it is opened for appending, so
+a kill at any moment leaves either no shard or a readable one. A shard's `rows` attribute is set only after a
+chunk's rows are flushed, so a killed run leaves at most a partial chunk, which a resumed run cuts off before
+recomputing that chunk alone. A shard that cannot be read at all (written by an older audiointerp killed before
+its first chunk, or damaged) holds no chunk that can be used: a resumed run moves it aside to
+`<shard>.unreadable` and starts it afresh, while `ActivationStore` refuses it by name.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -30,6 +36,9 @@ STORE_FILE = "store.json"
 CLIPS_FILE = "clips.csv"
 SHARD_GLOB = "shard-*.h5"
 FORMAT_VERSION = 2  # 2: layer_shapes
+UNREADABLE_SUFFIX = ".unreadable"  # where a resumed run moves a shard it cannot open
+
+log = logging.getLogger("audiointerp")
 
 
 class StoreError(AudioInterpError):
@@ -49,14 +58,38 @@ class ShardWriter:
     """Appends chunks of rows to one process's shard; resumable (see the module docstring)."""
 
     def __init__(self, path: Path, layers: Sequence[str], dtype: str) -> None:
+        """Open (creating it valid and empty if absent) the shard at `path` for appending chunks.
+
+        An existing shard that HDF5 cannot parse is moved aside to `<name>.unreadable` (logged as a warning) and
+        started afresh: its chunks are then not done, and the caller (which reads `done_chunks` with unreadable
+        shards counting as holding none) recomputes them. A shard that cannot be opened for an OS reason (locked
+        by another process, permissions) is a StoreError naming it, and is left untouched. A chunk left
+        half-written by a kill is cut off.
+        """
         self.path, self.layers, self.dtype = Path(path), list(layers), np.dtype(dtype)
-        self.file = h5py.File(self.path, "a")
+        if self.path.exists():
+            try:
+                h5py.File(self.path, "r").close()
+            except OSError as err:
+                error = _open_error(self.path, err)
+                if not isinstance(error, UnreadableShardError):
+                    raise error from err
+                aside = self.path.with_name(self.path.name + UNREADABLE_SUFFIX)
+                os.replace(self.path, aside)
+                log.warning("shard %s cannot be read (%s), so it holds no complete chunk: moved to %s, starting it "
+                            "afresh", self.path, str(err).splitlines()[0], aside.name)
+        if not self.path.exists():
+            _create_empty_shard(self.path)
+        self.file = h5py.File(self.path, "r+")
         rows = int(self.file.attrs.get("rows", 0))
         for name in ["index", *(f"layers/{layer}" for layer in self.layers)]:
             if name in self.file and self.file[name].shape[0] != rows:
                 self.file[name].resize(rows, axis=0)  # drop a chunk a killed run left half-written
-        self.file.attrs["rows"] = rows
-        self.file.attrs.setdefault("done", "[]")
+        if int(self.file.attrs.get("rows", -1)) != rows:
+            self.file.attrs["rows"] = rows
+        if "done" not in self.file.attrs:
+            self.file.attrs["done"] = "[]"
+        self.file.flush()
 
     @property
     def done(self) -> set[int]:
@@ -85,12 +118,72 @@ class ShardWriter:
         self.file.close()
 
 
-def done_chunks(folder: Path) -> set[int]:
-    """Chunks complete in any shard of the store."""
+def _create_empty_shard(path: Path) -> None:
+    """Create `path` as a valid shard with no rows (`rows` 0, `done` []), atomically.
+
+    Written as `.<name>.tmp`, closed, fsynced and renamed into place (then the folder fsynced), so that a kill at
+    any moment leaves either no shard or a complete empty one, never a truncated file. A `.tmp` file left by an
+    earlier kill is overwritten.
+    """
+    temp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(temp, "w") as handle:
+        handle.attrs["rows"] = 0
+        handle.attrs["done"] = "[]"
+    with open(temp, "rb") as raw:
+        os.fsync(raw.fileno())
+    os.replace(temp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class UnreadableShardError(StoreError):
+    """A shard file that HDF5 cannot parse (truncated by a kill while an older audiointerp created it, or damaged).
+
+    It holds no chunk that can be used: resuming the extraction starts it afresh. OS-level failures to open a
+    shard (locked by another process, permission denied) are plain StoreErrors: the file is left alone.
+    """
+
+
+def _open_error(path: Path, err: OSError) -> StoreError:
+    """The StoreError for h5py failing to open shard `path`: UnreadableShardError when HDF5 could not parse it.
+
+    h5py reports a parse failure (truncated file, no signature, bad address) as an OSError without errno, and
+    an OS failure (EAGAIN when another process holds the file's lock, EACCES) with one.
+    """
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if err.errno is None:
+        return UnreadableShardError(f"shard {path} cannot be read ({first}): an extraction was probably killed while "
+                                    "creating it; run the same `audiointerp extract` command again to redo its chunks")
+    return StoreError(f"cannot open shard {path} ({first}): is another `audiointerp extract` writing to this store?")
+
+
+def _shard_done(path: Path) -> set[int]:
+    """The chunks complete in one shard; a StoreError (see `_open_error`) naming the shard when it cannot be opened."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return set(json.loads(handle.attrs.get("done", "[]")))
+    except OSError as err:
+        raise _open_error(path, err) from err
+
+
+def done_chunks(folder: Path, strict: bool = False) -> set[int]:
+    """Chunks complete in any shard of the store.
+
+    A shard HDF5 cannot parse counts as holding no complete chunk (what resuming an extraction needs: its chunks
+    are recomputed and `ShardWriter` starts it afresh); with `strict` it is an UnreadableShardError naming it.
+    A shard that cannot be opened for another reason (locked, permissions) is always a StoreError.
+    """
     done: set[int] = set()
     for path in sorted(Path(folder).glob(SHARD_GLOB)):
-        with h5py.File(path, "r") as handle:
-            done |= set(json.loads(handle.attrs.get("done", "[]")))
+        try:
+            done |= _shard_done(path)
+        except UnreadableShardError:
+            if strict:
+                raise
+            log.warning("shard %s cannot be read: its chunks count as not done and will be recomputed", path)
     return done
 
 
@@ -107,7 +200,7 @@ class ActivationStore:
         with open(self.folder / CLIPS_FILE, newline="", encoding="utf-8") as handle:
             self.clips: list[dict[str, str]] = list(csv.DictReader(handle))
         expected = set(range(len(chunks_of(int(self.meta["num_clips"]), int(self.meta["chunk_size"])))))
-        missing = expected - done_chunks(self.folder)
+        missing = expected - done_chunks(self.folder, strict=True)
         if missing:
             raise StoreError(f"{self.folder} is incomplete ({len(missing)} of {len(expected)} chunks missing): run the "
                              "same `audiointerp extract` command again to finish it")

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from audiointerp.datasets import audio as _audio
 from audiointerp.datasets.cache import AudioCache
-from audiointerp.errors import AudioFileError, DatasetError
+from audiointerp.errors import AudioFileError, ConfigError, DatasetError
 
 __all__ = [
     "FORMATS",
@@ -30,7 +30,10 @@ __all__ = [
     "Manifest",
     "ManifestDataset",
     "ManifestRow",
+    "ManifestWarning",
     "SkippedAudioWarning",
+    "SplitReport",
+    "check_splits",
     "collate_clips",
     "load_manifest",
     "read_manifest",
@@ -43,6 +46,10 @@ FORMATS = ("auto", "manifest", "esc50", "urbansound8k", "fsd50k", "msos")
 
 class SkippedAudioWarning(UserWarning):
     """Some audio files were skipped (``on_error="skip"``); the dataset's ``skipped`` lists them."""
+
+
+class ManifestWarning(UserWarning):
+    """A manifest lists a file more than once, or has rows that no selected fold uses (see :func:`check_splits`)."""
 
 
 @dataclass(frozen=True)
@@ -186,11 +193,14 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     with open(src, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
+        while header is not None and not any(h.strip() for h in header):
+            header = next(reader, None)  # blank lines before the header
         if header is None:
             raise DatasetError(f"manifest {str(src)!r} is empty: expected a header with columns 'path' and 'label'")
         header = [h.strip() for h in header]
         for col in ("path", "label"):
             if col not in header:
+                _check_separator(src, header)
                 raise DatasetError(
                     f"manifest {str(src)!r}: missing required column {col!r} (header: {header}); "
                     "the generic format needs 'path' and 'label'"
@@ -231,6 +241,20 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     return Manifest(src.parent, rows, factor_names, source=str(src))
 
 
+_OTHER_SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
+
+
+def _check_separator(src: Path, header: list[str]) -> None:
+    """Raise DatasetError when a header lacking 'path' or 'label' has them joined by another separator."""
+    for sep, name in _OTHER_SEPARATORS.items():
+        cells = {c.strip() for h in header for c in h.split(sep)}
+        if any(sep in h for h in header) and {"path", "label"} <= cells:
+            raise DatasetError(
+                f"manifest {str(src)!r} uses {name} to separate columns (header: {header}); the manifest format is "
+                f"comma-separated (';' only joins the labels of a multi-label row): save it as a comma-separated CSV"
+            )
+
+
 def _is_generic_csv(path: Path) -> bool:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -259,6 +283,10 @@ def load_manifest(source: str | os.PathLike[str], format: str = "auto") -> Manif
         if fmt == "manifest" or (fmt == "auto" and _is_generic_csv(src)):
             return read_manifest(src)
         root = readers.root_of_metadata_file(src, None if fmt == "auto" else fmt)
+        if root is None and fmt == "auto" and src.suffix.lower() == ".csv":
+            # a .csv that is no official metadata file is meant as a manifest: say what is wrong with it
+            # (missing column, empty, another separator) exactly as format=manifest does
+            return read_manifest(src)
         if root is None:
             raise DatasetError(
                 f"{str(src)!r} is neither a generic manifest (columns 'path', 'label') nor a known "
@@ -281,6 +309,182 @@ def load_manifest(source: str | os.PathLike[str], format: str = "auto") -> Manif
         if fmt == "manifest":
             return read_manifest(src / "manifest.csv")
     return readers.READERS[fmt](src)
+
+
+# -------------------------------------------------------------------------------------------------
+# Split checks
+# -------------------------------------------------------------------------------------------------
+
+SPLITS = ("train", "valid", "test")
+_EXAMPLES = 5  # files named in a message
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """What :func:`check_splits` found in a manifest that passed it.
+
+    ``rows``: rows per split (``train``, ``valid``, ``test``; a file listed twice counts twice);
+    ``repeated_rows``: rows whose file (resolved path) an earlier row already lists; ``repeated_files``: those
+    files, as first written; ``unselected``: rows in none of the selected folds, per fold value (``""``: no fold).
+    """
+
+    rows: dict[str, int]
+    repeated_rows: int = 0
+    repeated_files: tuple[str, ...] = ()
+    unselected: dict[str, int] = field(default_factory=dict)
+
+
+def _fold_key(fold: str) -> tuple[int, str]:
+    return (len(fold), fold)
+
+
+def _rows_text(n: int) -> str:
+    return f"{n} row" + ("" if n == 1 else "s")
+
+
+def _files_text(n: int) -> str:
+    return f"{n} file" + ("" if n == 1 else "s")
+
+
+class _FileKeys:
+    """The resolved path of every row (symlinks followed), each folder resolved once: cheap for 50k rows."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._root = os.path.abspath(manifest.root)
+        self._folders: dict[str, str] = {}
+
+    def __call__(self, row: ManifestRow) -> str:
+        path = os.path.expanduser(row.path)  # as Manifest.resolve, with os.path (a third of the time)
+        path = os.path.normpath(path if os.path.isabs(path) else os.path.join(self._root, path))
+        folder, name = os.path.split(path)
+        real_folder = self._folders.get(folder)
+        if real_folder is None:
+            real_folder = self._folders[folder] = os.path.realpath(folder)
+        joined = os.path.join(real_folder, name)
+        return os.path.realpath(joined) if os.path.islink(joined) else joined
+
+
+def check_splits(
+    manifest: Manifest,
+    train_folds: Sequence[str | int],
+    valid_folds: Sequence[str | int],
+    test_folds: Sequence[str | int] = (),
+    *,
+    allow_duplicates: bool = False,
+    label_column: str = "label",
+) -> SplitReport:
+    """Check that the train, valid and test folds of ``manifest`` split its files cleanly; warn about waste.
+
+    Files are compared by resolved path (relative spellings such as ``a/../x.wav`` and symlinks name the same
+    file). Folds are compared as strings.
+
+    Raises:
+        ConfigError: a fold is in two of the fold lists (every file of it would be in two splits).
+        DatasetError: a file is in rows of two of the splits (a leak: e.g. validated on a file it trained on),
+            whatever ``allow_duplicates`` says; or, unless ``allow_duplicates``, a file is listed under
+            different values of ``label_column`` (multi-label rows compared as sets). The message gives the
+            count, and the first files with their folds and labels.
+
+    Warns:
+        ManifestWarning: unless ``allow_duplicates``, rows repeating a file an earlier row lists (same labels;
+            within one split or in an unused fold), with their count and the first files; and rows whose fold
+            is in none of the three lists (not used), with the count per fold.
+
+    ``allow_duplicates=True`` means a file may be listed more than once on purpose (e.g. oversampling, or one
+    row per annotator): no repeat warning and no label error. The rows are never changed or dropped here.
+    """
+    lists = {name: [str(f) for f in folds] for name, folds in zip(SPLITS, (train_folds, valid_folds, test_folds))}
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        shared = sorted(set(lists[a]) & set(lists[b]), key=_fold_key)
+        if shared:
+            raise ConfigError(
+                f"fold(s) {shared} are in both the {a} and the {b} folds (data.{a}_folds, data.{b}_folds); "
+                "a fold must belong to one split only"
+            )
+    split_of = {fold: name for name, folds in lists.items() for fold in folds}
+    where = manifest.source or str(manifest.root)
+    key_of = _FileKeys(manifest)
+
+    counts = {name: 0 for name in SPLITS}
+    unselected: dict[str, int] = {}
+    spellings: dict[str, list[str]] = {}  # file -> its paths as written, first first
+    folds_of: dict[str, dict[str, str | None]] = {}  # file -> {fold: split or None}
+    labels_of: dict[str, dict[frozenset[str], str]] = {}  # file -> {label set: first fold}
+    repeated: dict[str, int] = {}  # file -> rows after its first
+    for row in manifest.rows:
+        key = key_of(row)
+        split = split_of.get(row.fold)
+        if split is None:
+            unselected[row.fold] = unselected.get(row.fold, 0) + 1
+        else:
+            counts[split] += 1
+        written = spellings.setdefault(key, [])
+        if row.path not in written:
+            written.append(row.path)
+        if key in folds_of:
+            repeated[key] = repeated.get(key, 0) + 1
+        folds_of.setdefault(key, {}).setdefault(row.fold, split)
+        labels_of.setdefault(key, {}).setdefault(frozenset(manifest.column_values(row, label_column)), row.fold)
+
+    def name(key: str) -> str:
+        return " = ".join(repr(p) for p in spellings[key])
+
+    def fold_text(fold: str) -> str:
+        return f"fold {fold!r}" if fold else "no fold"
+
+    leaks = [k for k in repeated if len({s for s in folds_of[k].values() if s is not None}) > 1]
+    if leaks:
+        shown = "; ".join(
+            f"{name(k)} in "
+            + ", ".join(f"{fold_text(f)} ({s})" for f, s in sorted(folds_of[k].items(), key=lambda i: _fold_key(i[0])) if s)
+            for k in leaks[:_EXAMPLES]
+        )
+        more = f"; ... ({len(leaks)} in all)" if len(leaks) > _EXAMPLES else ""
+        raise DatasetError(
+            f"manifest {where}: {_files_text(len(leaks))} {'is' if len(leaks) == 1 else 'are'} in more than one of "
+            f"the train, valid and test splits (a leak: the splits must share no file): "
+            f"{shown}{more}. Give each file one fold, or change the fold lists (train {lists['train']}, valid "
+            f"{lists['valid']}, test {lists['test']})"
+        )
+    conflicts = [] if allow_duplicates else [k for k in repeated if len(labels_of[k]) > 1]
+    if conflicts:
+        shown = "; ".join(
+            f"{name(k)}: " + ", ".join(f"{'/'.join(sorted(labs)) or '(empty)'!r} ({fold_text(f)})" for labs, f in labels_of[k].items())
+            for k in conflicts[:_EXAMPLES]
+        )
+        more = f"; ... ({len(conflicts)} in all)" if len(conflicts) > _EXAMPLES else ""
+        raise DatasetError(
+            f"manifest {where}: {_files_text(len(conflicts))} {'is' if len(conflicts) == 1 else 'are'} listed under "
+            f"different labels ({label_column!r}): {shown}{more}. Give each file one row (join the labels of a "
+            "multi-label file with ';'), or set data.allow_duplicates=true if the rows are meant"
+        )
+    n_repeated = sum(repeated.values())
+    if n_repeated and not allow_duplicates:
+        shown = ", ".join(
+            f"{name(k)} ({_rows_text(n + 1)}; " + ", ".join(fold_text(f) for f in folds_of[k]) + ")"
+            for k, n in list(repeated.items())[:_EXAMPLES]
+        )
+        more = ", ..." if len(repeated) > _EXAMPLES else ""
+        warnings.warn(
+            ManifestWarning(
+                f"manifest {where}: {_rows_text(n_repeated)} {'repeats' if n_repeated == 1 else 'repeat'} a file listed "
+                f"earlier ({_files_text(len(repeated))}), e.g. {shown}{more}; each repeat is trained or scored again. "
+                "Remove the repeats, or set data.allow_duplicates=true if they are meant"
+            ),
+            stacklevel=2,
+        )
+    if unselected:
+        n_unused = sum(unselected.values())
+        per_fold = ", ".join(f"{fold_text(f)} ({_rows_text(n)})" for f, n in sorted(unselected.items(), key=lambda i: (not i[0], _fold_key(i[0]))))
+        warnings.warn(
+            ManifestWarning(
+                f"manifest {where}: {n_unused} of {_rows_text(len(manifest))} {'is' if n_unused == 1 else 'are'} in no selected fold "
+                f"and {'is' if n_unused == 1 else 'are'} not used: "
+                f"{per_fold} (train folds {lists['train']}, valid {lists['valid']}, test {lists['test']})"
+            ),
+            stacklevel=2,
+        )
+    return SplitReport(counts, n_repeated, tuple(spellings[k][0] for k in repeated), unselected)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -2,12 +2,17 @@
 
 A checkpoint is Accelerate's `save_state` folder (model, optimiser, scheduler, RNG states, sampler, the
 registered `TrainState`) written under a temporary name and renamed into place once complete, so a run
-killed while saving never leaves a half-written `step-*` folder. `best` is a symlink swapped atomically.
+killed while saving never leaves a half-written `step-*` folder. Removal is atomic in the same way: a
+checkpoint is renamed to `.del-step-N` first and only then deleted, so a run killed while pruning never
+leaves a `step-*` folder without its `checkpoint.json`. `best` is a symlink swapped atomically.
+`CheckpointStore.clean_temp` (on start and resume) removes whatever a kill left: `.tmp-*` and `.del-*`
+leftovers and any `step-*` folder without `checkpoint.json` (never a complete one, never `best`'s target).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -19,8 +24,11 @@ from safetensors.torch import load_file, save_file
 
 from audiointerp.errors import CheckpointError
 
+log = logging.getLogger("audiointerp")
+
 STEP_PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
+DEL_PREFIX = ".del-"  # a folder renamed for removal: never a checkpoint, removed on the next start
 INFO_FILE = "checkpoint.json"
 METADATA = "metadata.json"  # a run's (and an export's) task metadata
 ARRAYS = "arrays.safetensors"  # a run's (and an export's) task arrays, when the task has any
@@ -121,12 +129,45 @@ class CheckpointStore:
     def temp_dir(self, step: int) -> Path:
         return self.dir / f"{TMP_PREFIX}{STEP_PREFIX}{step:08d}"
 
-    def clean_temp(self) -> None:
-        """Remove folders left by a run killed while saving."""
-        if self.dir.is_dir():
-            for path in self.dir.iterdir():
-                if path.name.startswith(TMP_PREFIX):
-                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    def clean_temp(self) -> list[str]:
+        """Remove what a run killed while saving or pruning left (main process, on start and resume).
+
+        Removed: `.tmp-*` entries (half-written checkpoints, files and the `best` link being swapped), `.del-*`
+        folders (checkpoints renamed for removal) and `step-*` folders without `checkpoint.json` (never
+        complete: a checkpoint gets its info file before it is renamed into place). Never removed: a complete
+        checkpoint, the folder `best` points to, `best` itself. Returns the names removed, oldest first.
+        """
+        if not self.dir.is_dir():
+            return []
+        best = self.best()
+        removed: list[str] = []
+        for path in sorted(self.dir.iterdir(), key=lambda p: p.name):
+            name = path.name
+            if name.startswith((TMP_PREFIX, DEL_PREFIX)):
+                if path.is_symlink() or not path.is_dir():
+                    path.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+            elif (name.startswith(STEP_PREFIX) and path.is_dir() and not path.is_symlink()
+                  and not (path / INFO_FILE).is_file() and path.resolve() != best):
+                self._discard(path)
+                removed.append(name)
+        if removed:
+            log.info("removed leftovers of an interrupted save or prune in %s: %s", self.dir, ", ".join(removed))
+        return removed
+
+    def _discard(self, path: Path) -> None:
+        """Delete a checkpoint folder atomically: rename it to `.del-<name>` (one `os.rename`), then remove it.
+
+        A kill before the rename leaves the checkpoint intact; after it, a `.del-*` folder that `clean_temp`
+        removes on the next start. Errors while deleting the renamed folder are ignored for the same reason.
+        """
+        trash = self.dir / f"{DEL_PREFIX}{path.name}"
+        if trash.exists() or trash.is_symlink():  # left by an earlier interrupted removal of the same step
+            shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() and not trash.is_symlink() else trash.unlink()
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def commit(self, temp: Path, step: int, info: dict[str, Any], is_best: bool) -> Path:
         """Make a fully written temporary folder the checkpoint of `step` (main process only)."""
@@ -134,7 +175,9 @@ class CheckpointStore:
         _fsync_tree(temp)
         final = self.dir / f"{STEP_PREFIX}{step:08d}"
         if final.exists():  # the same step saved again after a resume
-            stale = self.dir / f"{TMP_PREFIX}old-{final.name}"
+            stale = self.dir / f"{DEL_PREFIX}{final.name}"
+            if stale.exists():
+                shutil.rmtree(stale, ignore_errors=True)
             os.replace(final, stale)
             os.replace(temp, final)
             shutil.rmtree(stale, ignore_errors=True)
@@ -149,10 +192,15 @@ class CheckpointStore:
         return final
 
     def prune(self) -> None:
+        """Remove complete checkpoints beyond the last `keep_last` and `best`, each renamed away first."""
         keep = set(self.step_dirs()[-self.keep_last :])
         best = self.best()
         if best is not None:
             keep.add(best)
         for path in self.step_dirs():
             if path not in keep:
-                shutil.rmtree(path, ignore_errors=True)
+                try:
+                    self._discard(path)
+                except OSError as err:  # the checkpoint is still whole: keep training, retry at the next prune
+                    log.warning("could not remove old checkpoint %s (%s: %s); it is kept",
+                                path, type(err).__name__, err)

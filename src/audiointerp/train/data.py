@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 from omegaconf import DictConfig
 
 from audiointerp.datasets import Manifest, ManifestDataset, load_manifest
+from audiointerp.datasets.manifest import SplitReport, check_splits
 
 
 def cache_dir(data_cfg: DictConfig) -> Optional[str]:
@@ -53,13 +54,33 @@ def manifest_dataset(
 
 
 def manifest_splits(data_cfg: DictConfig, seed: int, progress: bool = True) -> tuple[ManifestDataset, ManifestDataset, list[str]]:
-    """Training and validation datasets from the configured folds, and the class list."""
+    """Training and validation datasets from the configured folds, and the class list.
+
+    The manifest's split is checked first (:func:`check_manifest_splits`): a file in two of the train, valid and
+    test folds, or under two labels, is a DatasetError; repeated files and unused folds are warnings.
+    """
     manifest = load_manifest(str(data_cfg.source), format=str(data_cfg.format))
     classes = list(data_cfg.classes) if data_cfg.classes else manifest.class_list(str(data_cfg.label_column))
-    train = manifest_dataset(
-        data_cfg, manifest.select_folds(list(data_cfg.train_folds)), train=True, classes=classes, seed=seed, progress=progress
-    )
-    valid = manifest_dataset(
-        data_cfg, manifest.select_folds(list(data_cfg.valid_folds)), train=False, classes=classes, seed=seed, progress=progress
-    )
+    train_rows = manifest.select_folds(list(data_cfg.train_folds))
+    valid_rows = manifest.select_folds(list(data_cfg.valid_folds))
+    check_manifest_splits(data_cfg, manifest)
+    train = manifest_dataset(data_cfg, train_rows, train=True, classes=classes, seed=seed, progress=progress)
+    valid = manifest_dataset(data_cfg, valid_rows, train=False, classes=classes, seed=seed, progress=progress)
     return train, valid, classes
+
+
+def check_manifest_splits(data_cfg: DictConfig, manifest: Manifest) -> SplitReport:
+    """:func:`~audiointerp.datasets.manifest.check_splits` of `manifest` with the config's folds, label column and
+    `data.allow_duplicates`: raises DatasetError for a leak or conflicting labels (ConfigError for a fold in two
+    fold lists), warns (ManifestWarning) about repeated files and rows in no selected fold.
+
+    Call it once per run on the whole manifest, before building the datasets (tasks that select folds themselves).
+    """
+    return check_splits(
+        manifest,
+        [str(f) for f in data_cfg.train_folds],
+        [str(f) for f in data_cfg.valid_folds],
+        [str(f) for f in (data_cfg.get("test_folds") or [])],
+        allow_duplicates=bool(data_cfg.get("allow_duplicates", False)),
+        label_column=str(data_cfg.label_column),
+    )

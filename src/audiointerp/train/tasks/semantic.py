@@ -41,7 +41,7 @@ from audiointerp.evaluation import rsa, semantic
 from audiointerp.evaluation.plots import amcss_curves, rdm_panels
 from audiointerp.losses import AngularDistanceLoss, MultiHotBCELoss, ReconstructionLoss
 from audiointerp.models import build, build_frontend
-from audiointerp.train.data import manifest_dataset
+from audiointerp.train.data import check_manifest_splits, manifest_dataset
 from audiointerp.train.tasks.base import EvalResult, Task, TaskConfig, TaskData
 from audiointerp.train.tasks.registry import register_task
 
@@ -330,6 +330,7 @@ class SemanticTask(_VGGishTask):
         seed, progress = int(cfg.train.seed), bool(cfg.train.progress)
         manifest = load_manifest(str(cfg.data.source), format=str(cfg.data.format))
         classes = manifest.class_list("label")
+        check_manifest_splits(cfg.data, manifest)  # leaks and conflicting labels are errors; repeats warn
         if task.ties not in TIES:
             raise ConfigError(f"task.ties={task.ties!r}; choose one of {', '.join(TIES)} (one rule for semDNN and catDNN)")
         train_base = manifest_dataset(cfg.data, manifest.select_folds(list(cfg.data.train_folds)), train=True,
@@ -462,6 +463,7 @@ class CAETask(_VGGishTask):
         cfg = self.cfg
         manifest = load_manifest(str(cfg.data.source), format=str(cfg.data.format))
         classes = manifest.class_list("label")
+        check_manifest_splits(cfg.data, manifest)  # leaks and conflicting labels are errors; repeats warn
         splits = [manifest_dataset(cfg.data, manifest.select_folds(list(folds)), train=train, classes=classes,
                                    seed=int(cfg.train.seed), progress=bool(cfg.train.progress), whole_clips=not train)
                   for folds, train in ((cfg.data.train_folds, True), (cfg.data.valid_folds, False))]
