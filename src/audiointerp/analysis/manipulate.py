@@ -308,7 +308,7 @@ def manipulation_figure(result: ManipulationResult, output: str = "logits"):
     factors = list(dict.fromkeys(row["factor"] for row in result.triplets))
     fig, axes = plt.subplots(1, len(factors), figsize=(5.2 * len(factors), 3.6), squeeze=False)
     colours = {"M": "#9e9e9e", "M->P": "#1f77b4", "M->Q": "#d62728"}
-    names = {"M": "M (unedited)", "M->P": "M with P's code block", "M->Q": "M with Q's code block"}
+    names = {"M": "M (unedited)", "M->P": "M moved to P's value", "M->Q": "M moved to Q's value"}
     for ax, factor in zip(axes[0], factors):
         distances = result.distances(factor)
         tests = {(t["reference"], t["moved_to"]): t for t in result.tests if t["factor"] == factor}
