@@ -29,4 +29,12 @@ class CheckpointError(AudioInterpError, RuntimeError):
 
 
 class NonFiniteLossError(AudioInterpError, FloatingPointError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+    """Training or evaluation became NaN or infinite: the loss, the gradients (20 fp16 updates in a row skipped by
+    the gradient scaler) or an evaluation output. Nothing is saved after it; the message names the last good
+    checkpoint (verified finite), or the output, metrics and run for an evaluation."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """A parameter or buffer of the network became NaN or infinite (e.g. a BatchNorm `running_var`, which can
+    overflow while the loss is still finite). The message names the tensors, the update and the last checkpoint
+    verified finite; nothing is saved after the bad update."""

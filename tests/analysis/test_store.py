@@ -237,3 +237,83 @@ def test_a_shard_locked_by_another_writer_is_refused_and_left_alone(tmp_path: Pa
     from audiointerp.analysis.store import done_chunks
 
     assert done_chunks(tmp_path) == {0}
+
+
+def test_a_second_writer_of_a_shard_is_refused_naming_the_holder_even_without_hdf5_locking(tmp_path: Path) -> None:
+    """Issue 12.3: one process per shard, whatever HDF5's own file locking (often off on shared file systems)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from audiointerp.analysis.store import ShardWriter, shard_path
+
+    path = shard_path(tmp_path, 0, 1)
+    lock = path.with_name(path.name + ".lock")
+    writer = ShardWriter(path, ["roi"], "float32")
+    try:
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        writer.write_chunk(0, np.arange(2), {"roi": np.ones((2, 2), dtype=np.float32)})
+        code = ("import sys\nfrom audiointerp.analysis.store import ShardWriter, StoreError\n"
+                f"try:\n    ShardWriter({str(path)!r}, ['roi'], 'float32')\n"
+                "except StoreError as err:\n    print(err); sys.exit(3)\nprint('opened')\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE"})
+    finally:
+        writer.close()
+    assert result.returncode == 3, result.stdout + result.stderr[-2000:]
+    assert f"cannot open shard {path}" in result.stdout and f"pid {os.getpid()} " in result.stdout
+    assert socket.gethostname() in result.stdout and str(lock) in result.stdout
+    assert not lock.exists()  # released by close()
+    from audiointerp.analysis.store import done_chunks
+
+    assert done_chunks(tmp_path) == {0}
+
+
+def test_a_shard_lock_left_by_a_killed_writer_is_taken_over(tmp_path: Path, caplog) -> None:
+    import logging
+    import socket
+    import subprocess
+    import sys
+
+    from audiointerp.analysis.store import ShardWriter, shard_path
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = shard_path(tmp_path, 0, 2)
+    lock = path.with_name(path.name + ".lock")
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": "2026-01-01T00:00:00Z",
+                                "command": "audiointerp extract"}))
+    with caplog.at_level(logging.WARNING, logger="audiointerp"):
+        writer = ShardWriter(path, ["roi"], "float32")
+    writer.close()
+    assert f"pid {dead.pid}" in caplog.text and not lock.exists()
+    lock.write_text(json.dumps({"host": "node-elsewhere-7", "pid": 4242, "started": "2026-01-01T00:00:00Z",
+                                "command": "audiointerp extract"}))
+    with pytest.raises(StoreError, match=r"cannot open shard .*pid 4242 on host 'node-elsewhere-7'"):
+        ShardWriter(path, ["roi"], "float32")
+    ShardWriter(path, ["roi"], "float32", force_unlock=True).close()
+    assert not lock.exists()
+
+
+@pytest.mark.skipif(__import__("os").environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE",
+                    reason="HDF5 file locking is disabled here")
+def test_reading_the_done_chunks_of_a_shard_being_written_names_its_writer(tmp_path: Path) -> None:
+    """A second `extract` first reads every shard's done chunks: HDF5's lock refuses it there, naming the writer."""
+    import os
+    import subprocess
+    import sys
+
+    from audiointerp.analysis.store import ShardWriter, shard_path
+
+    path = shard_path(tmp_path, 0, 1)
+    writer = ShardWriter(path, ["roi"], "float32")
+    try:
+        code = ("import sys\nfrom audiointerp.analysis.store import StoreError, done_chunks\n"
+                f"try:\n    done_chunks({str(tmp_path)!r})\n"
+                "except StoreError as err:\n    print(err); sys.exit(3)\nprint('read')\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    finally:
+        writer.close()
+    assert result.returncode == 3, result.stdout + result.stderr[-2000:]
+    assert f"being written by pid {os.getpid()} " in result.stdout and f"{path.name}.lock" in result.stdout

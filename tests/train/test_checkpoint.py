@@ -143,3 +143,43 @@ def test_pruning_goes_through_a_rename(tmp_path: Path, monkeypatch: pytest.Monke
         fake_save(store, step)
     assert removed and not [name for name in removed if name.startswith("step-")]
     assert sorted(p.name for p in store.dir.iterdir()) == ["step-00000003"]
+
+
+def _weights_save(store: CheckpointStore, step: int, value: float, flag: "bool | None") -> Path:
+    """A checkpoint with real weights (one tensor filled with `value`) and, unless None, a `finite` flag."""
+    import torch
+    from safetensors.torch import save_file
+
+    temp = store.temp_dir(step)
+    temp.mkdir(parents=True)
+    save_file({"layer.weight": torch.full((3,), value), "layer.count": torch.tensor([1])}, str(temp / "model.safetensors"))
+    return store.commit(temp, step, {"step": step, **({"finite": flag} if flag is not None else {})}, False)
+
+
+def test_non_finite_tensors_are_named_and_an_unreadable_checkpoint_cannot_be_verified(tmp_path: Path) -> None:
+    from audiointerp.train.checkpoint import is_finite, non_finite_tensors
+
+    store = CheckpointStore(tmp_path, keep_last=10)
+    good = _weights_save(store, 1, 1.0, None)
+    bad = _weights_save(store, 2, float("-inf"), None)
+    assert non_finite_tensors(good) == [] and is_finite(good)
+    assert non_finite_tensors(bad) == ["layer.weight"] and not is_finite(bad)
+    garbage = fake_save(store, 3)  # model.safetensors of random bytes
+    with pytest.raises(CheckpointError, match=r"cannot read .*step-00000003/model.safetensors"):
+        non_finite_tensors(garbage)
+    assert not is_finite(garbage)
+    (good / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"no weights file"):
+        non_finite_tensors(good)
+
+
+def test_last_finite_trusts_the_flag_reads_unflagged_checkpoints_and_verifies_on_request(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep_last=10)
+    _weights_save(store, 1, 1.0, None)  # saved before the flag existed, finite
+    _weights_save(store, 2, float("nan"), None)  # saved before the flag existed, poisoned
+    _weights_save(store, 3, 1.0, True)
+    damaged = _weights_save(store, 4, float("nan"), True)  # says finite, damaged afterwards
+    assert store.last_finite() == damaged  # the flag is trusted by default
+    assert store.last_finite(verify=True).name == "step-00000003"
+    assert store.last_finite(before=store.dir / "step-00000003").name == "step-00000001"
+    assert CheckpointStore(tmp_path / "empty").last_finite() is None

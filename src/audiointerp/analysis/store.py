@@ -16,6 +16,12 @@ chunk's rows are flushed, so a killed run leaves at most a partial chunk, which 
 recomputing that chunk alone. A shard that cannot be read at all (written by an older audiointerp killed before
 its first chunk, or damaged) holds no chunk that can be used: a resumed run moves it aside to
 `<shard>.unreadable` and starts it afresh, while `ActivationStore` refuses it by name.
+
+One process writes a shard: `ShardWriter` holds `<shard>.lock` (a `FileLock`: host, pid, start time, command)
+from before it opens the shard until `close`. A second writer of the same shard (the same extraction started
+twice) is refused with a StoreError naming the holder, whatever HDF5's own file locking (often disabled on
+shared file systems) does. The lock of a killed writer on this host is taken over; one recorded on another host
+only with `force_unlock`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import h5py
 import numpy as np
 
 from audiointerp.errors import AudioInterpError
+from audiointerp.train.lock import LOCK_SUFFIX, FileLock, Holder, LockHeldError
 
 STORE_FILE = "store.json"
 CLIPS_FILE = "clips.csv"
@@ -57,8 +64,12 @@ def chunks_of(num_clips: int, chunk_size: int) -> list[range]:
 class ShardWriter:
     """Appends chunks of rows to one process's shard; resumable (see the module docstring)."""
 
-    def __init__(self, path: Path, layers: Sequence[str], dtype: str) -> None:
-        """Open (creating it valid and empty if absent) the shard at `path` for appending chunks.
+    def __init__(self, path: Path, layers: Sequence[str], dtype: str, force_unlock: bool = False) -> None:
+        """Lock, then open (creating it valid and empty if absent) the shard at `path` for appending chunks.
+
+        The lock `<name>.lock` is taken first and held until `close`: a shard another live process writes is a
+        StoreError naming that process (host, pid, start time, command) and the lock file; a lock left by a dead
+        process on this host is taken over; one recorded on another host only with `force_unlock`.
 
         An existing shard that HDF5 cannot parse is moved aside to `<name>.unreadable` (logged as a warning) and
         started afresh: its chunks are then not done, and the caller (which reads `done_chunks` with unreadable
@@ -67,6 +78,24 @@ class ShardWriter:
         half-written by a kill is cut off.
         """
         self.path, self.layers, self.dtype = Path(path), list(layers), np.dtype(dtype)
+        self.lock = FileLock(self.path.with_name(self.path.name + LOCK_SUFFIX), f"shard {self.path}",
+                             "pass force_unlock=True to ShardWriter to take it over")
+        try:
+            self.lock.acquire(force_unlock)
+        except LockHeldError as err:
+            raise ShardLockedError(f"cannot open shard {self.path}: {err}", err) from err
+        try:
+            self._open()
+        except BaseException:
+            file = getattr(self, "file", None)
+            if file is not None:
+                file.close()
+            self.lock.release()
+            raise
+
+    def _open(self) -> None:
+        """With the lock held: move an unparseable shard aside, create it if absent, open it and cut off a
+        half-written chunk (see `__init__`)."""
         if self.path.exists():
             try:
                 h5py.File(self.path, "r").close()
@@ -115,7 +144,20 @@ class ShardWriter:
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        """Close the shard, then release its lock."""
+        try:
+            self.file.close()
+        finally:
+            self.lock.release()
+
+
+class ShardLockedError(StoreError):
+    """Another process writes (or may write) this shard; the message names it and the lock file."""
+
+    def __init__(self, message: str, cause: LockHeldError) -> None:
+        super().__init__(message)
+        self.lock_path = cause.path
+        self.holder = cause.holder
 
 
 def _create_empty_shard(path: Path) -> None:
@@ -151,12 +193,21 @@ def _open_error(path: Path, err: OSError) -> StoreError:
     """The StoreError for h5py failing to open shard `path`: UnreadableShardError when HDF5 could not parse it.
 
     h5py reports a parse failure (truncated file, no signature, bad address) as an OSError without errno, and
-    an OS failure (EAGAIN when another process holds the file's lock, EACCES) with one.
+    an OS failure (EAGAIN when another process holds the file's lock, EACCES) with one; the latter names the
+    writer recorded in the shard's lock file, when there is one.
     """
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     if err.errno is None:
         return UnreadableShardError(f"shard {path} cannot be read ({first}): an extraction was probably killed while "
                                     "creating it; run the same `audiointerp extract` command again to redo its chunks")
+    lock = path.with_name(path.name + LOCK_SUFFIX)
+    try:
+        holder = Holder.parse(lock.read_text(encoding="utf-8"))
+    except OSError:
+        holder = None
+    if holder is not None:
+        return StoreError(f"cannot open shard {path} ({first}): it is being written by {holder.describe()} (lock file "
+                          f"{lock})")
     return StoreError(f"cannot open shard {path} ({first}): is another `audiointerp extract` writing to this store?")
 
 

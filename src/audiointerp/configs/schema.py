@@ -84,6 +84,7 @@ class TrainConfig:
     best_metric: str = "valid/loss"  # metric that selects the `best` checkpoint
     best_mode: str = "min"  # min | max
     resume: str = "auto"  # auto: continue this run's latest checkpoint | never | path of a checkpoint
+    force_unlock: bool = False  # take over a run lock recorded on another host (or by a running pid not holding it)
     cpu: bool = False  # force the CPU even when GPUs are visible
     progress: bool = True  # progress bars (main process only)
 

@@ -7,6 +7,11 @@ checkpoint is renamed to `.del-step-N` first and only then deleted, so a run kil
 leaves a `step-*` folder without its `checkpoint.json`. `best` is a symlink swapped atomically.
 `CheckpointStore.clean_temp` (on start and resume) removes whatever a kill left: `.tmp-*` and `.del-*`
 leftovers and any `step-*` folder without `checkpoint.json` (never a complete one, never `best`'s target).
+
+Finiteness: the trainer saves only after checking that every parameter and buffer is finite, and records
+`"finite": true` in `checkpoint.json`. `CheckpointStore.last_finite` is the newest checkpoint known to be finite
+(from that flag, or, for checkpoints without it, by reading their weights); `non_finite_tensors` reads a
+checkpoint's weights files (`model*.safetensors`) and names any tensor holding a NaN or an infinity.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from audiointerp.errors import CheckpointError
@@ -32,6 +38,8 @@ DEL_PREFIX = ".del-"  # a folder renamed for removal: never a checkpoint, remove
 INFO_FILE = "checkpoint.json"
 METADATA = "metadata.json"  # a run's (and an export's) task metadata
 ARRAYS = "arrays.safetensors"  # a run's (and an export's) task arrays, when the task has any
+FINITE = "finite"  # checkpoint.json key: true when every parameter and buffer was checked finite before saving
+WEIGHTS_PATTERN = "model*.safetensors"  # the weights files of Accelerate's save_state (model.safetensors, model_1...)
 
 
 @dataclass
@@ -77,11 +85,70 @@ def load_arrays(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path), device="cpu") if path.is_file() else {}
 
 
+def non_finite_tensors(checkpoint: Path) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity in a checkpoint's weights files
+    (`model*.safetensors`), in file then key order; a tensor of a second model file is named `file:key`.
+
+    Reads one tensor at a time on the CPU. Raises `CheckpointError` when the folder holds no weights file or a file
+    cannot be read (it cannot then be verified finite).
+    """
+    files = sorted(Path(checkpoint).glob(WEIGHTS_PATTERN))
+    if not files:
+        raise CheckpointError(f"checkpoint {checkpoint} has no weights file ({WEIGHTS_PATTERN}) to verify")
+    bad: list[str] = []
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    tensor = handle.get_tensor(key)
+                    if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+                        bad.append(key if path.name == "model.safetensors" else f"{path.name}:{key}")
+        except CheckpointError:
+            raise
+        except Exception as err:
+            raise CheckpointError(f"cannot read {path} to check that it is finite "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+    return bad
+
+
+def read_info(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's `checkpoint.json` ({} when it is missing or unreadable)."""
+    try:
+        info = json.loads((Path(checkpoint) / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def is_finite(checkpoint: Path, verify: bool = False) -> bool:
+    """Whether a checkpoint is known to hold only finite weights and buffers.
+
+    Its `checkpoint.json` flag decides when present and `verify` is False; otherwise (checkpoints saved before
+    the flag, or `verify=True`) its weights files are read. A checkpoint whose weights cannot be read is not finite.
+    """
+    flag = read_info(checkpoint).get(FINITE)
+    if isinstance(flag, bool) and not verify:
+        return flag
+    if flag is False:
+        return False
+    try:
+        return not non_finite_tensors(checkpoint)
+    except CheckpointError:
+        return False
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def _step_number(path: Path) -> int:
+    """The update number in a `step-N` folder name (resolving `best`); -1 for any other name."""
+    name = Path(path).resolve().name if Path(path).is_symlink() else Path(path).name
+    suffix = name[len(STEP_PREFIX) :] if name.startswith(STEP_PREFIX) else ""
+    return int(suffix) if suffix.isdigit() else -1
 
 
 class CheckpointStore:
@@ -104,6 +171,18 @@ class CheckpointStore:
     def latest(self) -> Optional[Path]:
         dirs = self.step_dirs()
         return dirs[-1] if dirs else None
+
+    def last_finite(self, before: Optional[Path] = None, verify: bool = False) -> Optional[Path]:
+        """The newest complete checkpoint known to be finite (`is_finite`), older than `before` when given
+        (a checkpoint folder of this store); None when there is none. `verify=True` reads the weights of every
+        candidate even when its `checkpoint.json` says finite (after one such checkpoint was found damaged)."""
+        limit = _step_number(before) if before is not None else None
+        for path in reversed(self.step_dirs()):
+            if limit is not None and _step_number(path) >= limit:
+                continue
+            if is_finite(path, verify):
+                return path
+        return None
 
     def best(self) -> Optional[Path]:
         link = self.dir / "best"

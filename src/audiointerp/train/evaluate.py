@@ -104,7 +104,7 @@ def evaluate(
         dataset = task.build_eval_data(data, data_format, folds)
     loader = make_loader(dataset, batch_size or int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers), 0)
     task, loader = accelerator.prepare(task, loader)
-    outputs = run_evaluation(accelerator, task, loader, progress, desc=f"evaluate {Path(data).stem}")
+    outputs = run_evaluation(accelerator, task, loader, progress, desc=f"evaluate {Path(data).stem}", run_dir=run_dir)
     tracking.start()
     result = summarize_on_main(accelerator, task, outputs, dataset)
     core = accelerator.unwrap_model(task)

@@ -1,4 +1,16 @@
-"""Run directories: `<output_dir>/<experiment>/<run_id>/`, and which run `resume=auto` continues."""
+"""Run directories: `<output_dir>/<experiment>/<run_id>/`, which run `resume=auto` continues, and the run lock.
+
+Run lock: `plan_run` (called by the main process of a launch only: the other ranks of a distributed launch are
+the same run and receive its plan) locks the run it chooses before it looks at the run's checkpoints, with a
+`FileLock` (see `audiointerp.train.lock`) at `<output_dir>/.locks/<experiment>/<run_id>.lock`. The lock lives
+outside the run folder so that planning a fresh run does not create the folder (the trainer removes a fresh
+run's folder when its set-up fails, and lists experiment folders as runs). A second process planning the same
+run (the same command started twice: `resume=auto` picking the same unfinished run, or the same `run_id` or
+checkpoint) gets `LockHeldError` naming the holder's host, pid, start time and the lock file, and starts nothing.
+A lock left by a killed process on this host is taken over; one recorded on another host only with
+`train.force_unlock=true`. The lock is held until the process exits, `release_run_lock`/`RunPlan.release_lock`
+is called, or the process plans another run (a process trains one run at a time).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +19,25 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from audiointerp.errors import CheckpointError, ConfigError
 from audiointerp.train.checkpoint import INFO_FILE, CheckpointStore
+from audiointerp.train.lock import FileLock, acquire_lock
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"  # written when a run finishes
 # Keys that may change between a run and its resumption without making it another experiment.
-RESUMABLE_CHANGES = ("run_id", "train.resume", "train.progress", "train.epochs", "train.max_steps", "tracking")
+RESUMABLE_CHANGES = ("run_id", "train.resume", "train.progress", "train.epochs", "train.max_steps",
+                     "train.force_unlock", "tracking")
+LOCKS_DIR = ".locks"  # <output_dir>/.locks/<experiment>/<run_id>.lock
+FORCE_UNLOCK_HINT = "set train.force_unlock=true to take the run over"
+
+T = TypeVar("T")
+_run_lock: Optional[FileLock] = None  # the run lock this process holds (one run at a time)
 
 
 @dataclass
@@ -28,6 +47,41 @@ class RunPlan:
     run_dir: Path
     run_id: str
     resume_from: Optional[Path]
+
+    def release_lock(self) -> None:
+        """Release this run's lock if this process holds it (a no-op on the other ranks, or when released)."""
+        release_run_lock(self.run_dir)
+
+
+def run_lock_path(run_dir: Path) -> Path:
+    """Where the lock of `run_dir` (`<output_dir>/<experiment>/<run_id>`) lives: `<output_dir>/.locks/<experiment>/
+    <run_id>.lock`, from the resolved path, so every way of naming the run finds the same lock."""
+    resolved = Path(run_dir).resolve()
+    return resolved.parent.parent / LOCKS_DIR / resolved.parent.name / f"{resolved.name}.lock"
+
+
+def lock_run(run_dir: Path, force: bool = False) -> FileLock:
+    """Lock `run_dir` for this process (re-entrant), releasing the lock of any other run this process held.
+
+    LockHeldError (naming the holder: host, pid, start time, command, and the lock file) when another live
+    process holds it, or when it was recorded on another host (or by a running pid that does not hold it) and
+    `force` is false.
+    """
+    global _run_lock
+    path = run_lock_path(run_dir)
+    if _run_lock is not None and _run_lock.path != path:
+        release_run_lock()
+    _run_lock = acquire_lock(path, f"run {Path(run_dir).resolve()}", FORCE_UNLOCK_HINT, force)
+    return _run_lock
+
+
+def release_run_lock(run_dir: Optional[Path] = None) -> None:
+    """Release the run lock this process holds (only if it is `run_dir`'s, when given); otherwise a no-op."""
+    global _run_lock
+    if _run_lock is None or (run_dir is not None and _run_lock.path != run_lock_path(run_dir)):
+        return
+    lock, _run_lock = _run_lock, None
+    lock.release()
 
 
 def new_run_id() -> str:
@@ -69,33 +123,76 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
                               "Start a new run (another run_id, or train.resume=never) instead")
 
 
+def _locked(run_dir: Path, force: bool, decide: Callable[[], T]) -> T:
+    """Lock `run_dir`, then `decide` the plan with the lock held; the lock is released when `decide` raises or
+    returns None (the run is not to be used after all)."""
+    lock_run(run_dir, force)
+    try:
+        plan = decide()
+    except BaseException:
+        release_run_lock(run_dir)
+        raise
+    if plan is None:
+        release_run_lock(run_dir)
+    return plan
+
+
 def plan_run(cfg: DictConfig) -> RunPlan:
-    """Decide the run directory and the checkpoint to resume from (call on the main process)."""
+    """Decide the run directory and the checkpoint to resume from, and lock the run (call on the main process).
+
+    The run is locked before its checkpoints are read, so two processes never plan the same run: the second gets
+    LockHeldError naming the first (see the module docstring), `train.force_unlock` taking over a lock recorded on
+    another host. The lock stays held after return (see `release_run_lock`); on any error it is released.
+    """
     experiment_dir = Path(cfg.output_dir) / str(cfg.experiment)
     resume = str(cfg.train.resume)
+    force = bool(cfg.train.get("force_unlock", False))
     if resume not in ("auto", "never"):
         checkpoint = Path(resume)
         if not (checkpoint / INFO_FILE).is_file():
             raise CheckpointError(f"train.resume={resume!r} is not a complete checkpoint folder (no {INFO_FILE})")
         run_dir = checkpoint.resolve().parent.parent
-        _check_resumable(run_dir, cfg)
-        return RunPlan(run_dir, run_dir.name, checkpoint.resolve())
+
+        def given() -> RunPlan:
+            _check_resumable(run_dir, cfg)
+            return RunPlan(run_dir, run_dir.name, checkpoint.resolve())
+
+        return _locked(run_dir, force, given)
     if cfg.run_id:
         run_dir = experiment_dir / str(cfg.run_id)
-        latest = CheckpointStore(run_dir).latest()
-        if latest is not None and resume == "never":
-            raise ConfigError(f"run {run_dir} already has checkpoints; use another run_id or train.resume=auto")
-        if latest is not None:
-            _check_resumable(run_dir, cfg)
-        return RunPlan(run_dir, str(cfg.run_id), latest if resume == "auto" else None)
+
+        def named() -> RunPlan:
+            latest = CheckpointStore(run_dir).latest()
+            if latest is not None and resume == "never":
+                raise ConfigError(f"run {run_dir} already has checkpoints; use another run_id or train.resume=auto")
+            if latest is not None:
+                _check_resumable(run_dir, cfg)
+            return RunPlan(run_dir, str(cfg.run_id), latest if resume == "auto" else None)
+
+        return _locked(run_dir, force, named)
     if resume == "auto" and experiment_dir.is_dir():
         runs = sorted((p for p in experiment_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
         for run_dir in runs:
-            latest = CheckpointStore(run_dir).latest()
-            if latest is None or (run_dir / SUMMARY_FILE).exists():
+            if not _unfinished_match(run_dir, cfg):
                 continue
-            if not config_differences(run_dir / "config.yaml", cfg):
-                log.info("resuming unfinished run %s from %s", run_dir, latest.name)
-                return RunPlan(run_dir, run_dir.name, latest)
+
+            def unfinished(run_dir: Path = run_dir) -> Optional[RunPlan]:
+                latest = _unfinished_match(run_dir, cfg)  # again, now that it is locked: it may have finished
+                return RunPlan(run_dir, run_dir.name, latest) if latest is not None else None
+
+            plan = _locked(run_dir, force, unfinished)
+            if plan is not None:
+                log.info("resuming unfinished run %s from %s", run_dir, plan.resume_from.name if plan.resume_from else None)
+                return plan
     run_id = new_run_id()
-    return RunPlan(experiment_dir / run_id, run_id, None)
+    run_dir = experiment_dir / run_id
+    return _locked(run_dir, force, lambda: RunPlan(run_dir, run_id, None))
+
+
+def _unfinished_match(run_dir: Path, cfg: DictConfig) -> Optional[Path]:
+    """The latest checkpoint of `run_dir` if it is unfinished (no summary) and of the same config, else None."""
+    latest = CheckpointStore(run_dir).latest()
+    if latest is None or (run_dir / SUMMARY_FILE).exists() or config_differences(run_dir / "config.yaml", cfg):
+        return None
+    return latest
+

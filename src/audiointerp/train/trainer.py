@@ -1,8 +1,10 @@
 """The one generic trainer: Accelerate's canonical loop around a task.
 
 `Trainer(cfg).fit()` builds the task, prepares it with its optimiser, scheduler and data loaders, and runs
-epochs of `task(batch) -> (loss, logs)` with gradient accumulation, clipping, a non-finite-loss guard,
-evaluation gathered over processes, atomic checkpoints, W&B tracking, and exact resumption.
+epochs of `task(batch) -> (loss, logs)` with gradient accumulation, clipping, non-finite guards (loss every
+batch; every parameter and buffer at each logging interval and before each checkpoint; fp16 updates skipped in a
+row; evaluation outputs), evaluation gathered over processes, atomic checkpoints of finite states only, W&B
+tracking, and exact resumption (never from a non-finite checkpoint).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -25,15 +28,19 @@ from tqdm.auto import tqdm
 
 from audiointerp import __version__
 from audiointerp.configs import to_yaml
-from audiointerp.errors import CheckpointError, ConfigError, NonFiniteLossError
+from audiointerp.errors import CheckpointError, ConfigError, NonFiniteLossError, NonFiniteStateError
 from audiointerp.evaluation.plots import learning_curves, read_metrics, save_figure
-from audiointerp.train.checkpoint import ARRAYS, METADATA, CheckpointStore, TrainState, save_arrays, write_json_atomic
+from audiointerp.train.checkpoint import (ARRAYS, FINITE, METADATA, CheckpointStore, TrainState, non_finite_tensors,
+                                          save_arrays, write_json_atomic)
 from audiointerp.train.optim import build_optimizer, build_scheduler, total_updates
 from audiointerp.train.rundir import SUMMARY_FILE, RunPlan, plan_run
 from audiointerp.train.tasks import EvalResult, Task, TaskData, task_class
 from audiointerp.train.tracking import Tracking
 
 log = logging.getLogger("audiointerp")
+
+MAX_SKIPPED_UPDATES = 20  # fp16 updates skipped in a row (inf/NaN gradients) before the run stops
+NAMED_TENSORS = 5  # non-finite tensors named in an error message
 
 
 @dataclass
@@ -144,10 +151,35 @@ def check_best_metric(task: Task, best_metric: str) -> None:
                           f"{closest(best_metric, valid)}; choose one of {', '.join(valid)}")
 
 
+def check_outputs_finite(outputs: dict[str, torch.Tensor], desc: str, metrics: Optional[list[str]],
+                         run_dir: Optional[Path] = None) -> None:
+    """Raise `NonFiniteLossError` when a floating-point evaluation output holds a NaN or an infinity.
+
+    Called on the gathered outputs before `summarize`, so that a diverged network stops with the output, the
+    metrics it feeds and the run named, instead of a metric library's bare "Input contains NaN". Every process
+    holds the same gathered outputs, so every process raises together.
+    """
+    for key, value in outputs.items():
+        if not (value.is_floating_point() or value.is_complex()):
+            continue
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            where = f" of run {run_dir}" if run_dir is not None else ""
+            names = f"the metrics ({', '.join(metrics)})" if metrics else "its metrics"
+            raise NonFiniteLossError(
+                f"{desc}{where}: evaluation output {key!r} holds {bad} non-finite value(s) of {value.numel()}, so "
+                f"{names} cannot be computed. The network's weights or buffers are probably non-finite (or the "
+                f"inputs hold NaN); resume from the last good checkpoint with a lower optim.lr or optim.grad_clip.")
+
+
 def run_evaluation(
-    accelerator: Accelerator, task: Task, loader: DataLoader, progress: bool = True, desc: str = "evaluate"
+    accelerator: Accelerator, task: Task, loader: DataLoader, progress: bool = True, desc: str = "evaluate",
+    run_dir: Optional[Path] = None,
 ) -> dict[str, torch.Tensor]:
-    """Task's eval_step over a prepared loader; outputs gathered over processes, duplicates dropped."""
+    """Task's eval_step over a prepared loader; outputs gathered over processes, duplicates dropped.
+
+    Raises `NonFiniteLossError` (naming the output, the metrics and `run_dir` when given) when a floating-point
+    output is not finite, before any metric sees it."""
     unwrapped: Task = accelerator.unwrap_model(task)
     was_training = unwrapped.training
     unwrapped.eval()
@@ -163,7 +195,9 @@ def run_evaluation(
     unwrapped.train(was_training)
     if not outputs:
         raise ValueError(f"{desc}: the evaluation set is empty")
-    return {key: torch.cat(values) for key, values in outputs.items()}
+    gathered = {key: torch.cat(values) for key, values in outputs.items()}
+    check_outputs_finite(gathered, desc, unwrapped.metric_names(), run_dir)
+    return gathered
 
 
 def report_skipped(run_dir: Path, datasets: dict[str, Dataset]) -> dict[str, int]:
@@ -192,6 +226,30 @@ def summarize_on_main(accelerator: Accelerator, task: Task, outputs: dict[str, t
 
 def scalar_items(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+
+
+def check_resume_finite(store: CheckpointStore, checkpoint: Path) -> None:
+    """Refuse to resume from a checkpoint whose weights or buffers hold a NaN or an infinity.
+
+    Reads the checkpoint's weights files whatever its `checkpoint.json` says (a file may have been damaged, or
+    written before the trainer checked finiteness). Raises `CheckpointError` naming the bad tensors and the last
+    checkpoint of the run whose weights are verified finite (read, not trusted from the flag), to resume instead.
+    """
+    bad = non_finite_tensors(checkpoint)
+    if not bad:
+        return
+    last = store.last_finite(before=checkpoint, verify=True)
+    advice = (f"The last finite checkpoint is {last}: resume it with train.resume={last}, with a lower optim.lr or "
+              f"optim.grad_clip" if last is not None else
+              "The run has no finite checkpoint before it: start a new run (another run_id, or train.resume=never)")
+    raise CheckpointError(f"cannot resume from {checkpoint}: it holds non-finite values in {len(bad)} tensor(s) "
+                          f"({_some(bad)}), saved after the training had diverged. {advice}.")
+
+
+def _some(names: list[str]) -> str:
+    """The first NAMED_TENSORS names, and how many more."""
+    more = len(names) - NAMED_TENSORS
+    return ", ".join(names[:NAMED_TENSORS]) + (f" and {more} more" if more > 0 else "")
 
 
 class Trainer:
@@ -235,6 +293,7 @@ class Trainer:
             if fresh and CheckpointStore(plan.run_dir).latest() is None:
                 close_logging()
                 shutil.rmtree(plan.run_dir, ignore_errors=True)  # nothing of value was written
+            plan.release_lock()
             raise
         started = time.time()
         failed = True
@@ -251,6 +310,7 @@ class Trainer:
             raise
         finally:
             loop.tracking.finish(failed)  # ends the W&B run and the process group
+            plan.release_lock()  # another process may take the run from now on
         return result
 
     def _setup(self, plan: RunPlan, accelerator: Accelerator) -> "_Loop":
@@ -290,6 +350,7 @@ class Trainer:
         core: Task = accelerator.unwrap_model(task)
         tracking = Tracking(accelerator, cfg, plan.run_dir, plan.run_id, core.tags(), core.job_type)
         if plan.resume_from is not None:
+            check_resume_finite(store, plan.resume_from)
             try:
                 accelerator.load_state(str(plan.resume_from))
             except Exception as err:
@@ -361,6 +422,7 @@ class _Loop:
         self.updates_per_epoch = math.ceil(len(train_loader) / int(self.cfg.train.gradient_accumulation_steps))
         self.last_metrics: dict[str, float] = {}
         self.test_data: Optional[Dataset] = None  # data.test_folds, scored with the best checkpoint after training
+        self.skipped_in_a_row = 0  # optimizer updates the fp16 gradient scaler skipped (inf/NaN gradients) in a row
 
     # --- pieces ---------------------------------------------------------------------------------------
     def _epoch_position(self) -> float:
@@ -371,13 +433,67 @@ class _Loop:
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad, "sum")
         if bad.item() > 0:
-            latest = self.store.latest()
             raise NonFiniteLossError(
                 f"non-finite training loss ({loss.detach().float().item()} on process {self.accelerator.process_index}) "
                 f"at epoch {self.state.epoch}, update {self.state.step}, batch {self.state.batches_in_epoch} of the epoch. "
-                f"The run stopped without saving; the last good checkpoint is "
-                f"{latest if latest else 'none (no checkpoint yet)'}. Try a lower optim.lr, optim.grad_clip, "
+                f"The run stopped without saving; {self._last_good()}. Try a lower optim.lr, optim.grad_clip, "
                 f"or check the inputs for NaN."
+            )
+
+    def _last_good(self) -> str:
+        """'the last good checkpoint is <path> (verified finite)' for error messages: the newest checkpoint whose
+        `checkpoint.json` says finite, or, for one saved without the flag, whose weights read finite."""
+        good = self.store.last_finite()
+        if good is None:
+            return "the last good checkpoint is none (no finite checkpoint yet)"
+        return f"the last good checkpoint is {good} (verified finite)"
+
+    def _state_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every floating-point parameter and buffer of the (unwrapped) task, with its name."""
+        core: Task = self.accelerator.unwrap_model(self.task)
+        for name, tensor in [*core.named_parameters(), *core.named_buffers()]:
+            if tensor.is_floating_point() or tensor.is_complex():
+                yield name, tensor.detach()
+
+    def _non_finite_count(self) -> torch.Tensor:
+        """How many parameters and buffers hold a NaN or an infinity on this process, as a float64 tensor on the
+        accelerator's device: one fused flag per tensor and no host-device synchronisation (the caller reduces it
+        with the logging window and reads it with one `.tolist()`)."""
+        device = self.accelerator.device
+        flags = [torch.isfinite(tensor).all().to(device) for _, tensor in self._state_tensors()]
+        if not flags:
+            return torch.zeros(1, dtype=torch.float64, device=device)
+        return (~torch.stack(flags)).sum().to(torch.float64).reshape(1)
+
+    def _raise_non_finite_state(self, found: str) -> None:
+        """Stop with `NonFiniteStateError` naming the tensors this process found non-finite (another process's
+        when none here), the update, where it was found, and the last checkpoint verified finite."""
+        state = self.state
+        names = [name for name, tensor in self._state_tensors() if not bool(torch.isfinite(tensor).all())]
+        here = (f"{len(names)} non-finite parameter(s) or buffer(s) ({_some(names)}) on process "
+                f"{self.accelerator.process_index}" if names else "non-finite parameters or buffers on another process")
+        raise NonFiniteStateError(
+            f"{here} after update {state.step} (epoch {state.epoch}, batch {state.batches_in_epoch} of the epoch), "
+            f"found {found}. The training loss may still be finite (e.g. a BatchNorm running_var that overflowed). "
+            f"The run stopped without saving; {self._last_good()}. Try a lower optim.lr, optim.grad_clip, "
+            f"or check the inputs for NaN."
+        )
+
+    def _count_skipped_update(self) -> None:
+        """After an optimizer update: count updates the fp16 gradient scaler skipped for inf/NaN gradients in a
+        row (reading Accelerate's flag costs no synchronisation: the scaler has already read its scale). A few are
+        normal while the scale settles; MAX_SKIPPED_UPDATES in a row stop the run with `NonFiniteLossError`."""
+        if not self.accelerator.optimizer_step_was_skipped:
+            self.skipped_in_a_row = 0
+            return
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row >= MAX_SKIPPED_UPDATES:
+            state = self.state
+            raise NonFiniteLossError(
+                f"{self.skipped_in_a_row} optimizer updates in a row were skipped by the fp16 gradient scaler for "
+                f"non-finite gradients, the last at update {state.step + 1} (epoch {state.epoch}, batch "
+                f"{state.batches_in_epoch + 1} of the epoch). The run stopped without saving; {self._last_good()}. Try a "
+                f"lower optim.lr, optim.grad_clip, train.mixed_precision=bf16, or check the inputs for NaN."
             )
 
     def _accumulate_logs(self, logs: dict[str, torch.Tensor]) -> None:
@@ -386,32 +502,43 @@ class _Loop:
             window[key] = window.get(key, 0.0) + float(value.detach().float().mean())
         self.state.log_window_batches += 1
 
-    def _reduced_window(self) -> dict[str, float]:
-        """Window sums averaged over processes (every process calls this)."""
+    def _reduced_window(self) -> tuple[dict[str, float], bool]:
+        """Window sums averaged over processes, and whether every parameter and buffer is finite on every process
+        (every process calls this). The finiteness count travels in the same reduction: one host-device
+        synchronisation (`.tolist()`) for both."""
         keys = sorted(self.state.log_window)
         values = torch.tensor([self.state.log_window[k] for k in keys] + [self.state.log_window_batches], dtype=torch.float64,
                               device=self.accelerator.device)
+        values = torch.cat([values, self._non_finite_count()])
         if self.accelerator.num_processes > 1:
             values = self.accelerator.reduce(values, "mean")
-        return dict(zip(keys + ["_batches"], values.tolist()))
+        *window, non_finite = values.tolist()
+        return dict(zip(keys + ["_batches"], window)), non_finite == 0
 
     def _log_training(self) -> None:
-        reduced = self._reduced_window()
+        """Log the window's averages; then stop with `NonFiniteStateError` if a parameter or buffer is not finite."""
+        reduced, finite = self._reduced_window()
         batches = max(reduced.pop("_batches"), 1.0)
         scalars = {f"train/{k}": v / batches for k, v in reduced.items()}
         scalars["train/lr"] = self.scheduler.get_last_lr()[0]
         self.tracking.log(scalars, self.state.step, self._epoch_position())
         self.state.log_window, self.state.log_window_batches = {}, 0.0
+        if not finite:
+            self._raise_non_finite_state("at the logging interval")
 
     def _sync_window(self) -> None:
-        """Before a checkpoint: make the partial logging window identical on every process, so it resumes exactly."""
-        reduced = self._reduced_window()
+        """Before a checkpoint: make the partial logging window identical on every process, so it resumes exactly,
+        and stop with `NonFiniteStateError` (nothing written) if a parameter or buffer is not finite."""
+        reduced, finite = self._reduced_window()
+        if not finite:
+            self._raise_non_finite_state("before writing the checkpoint of this update")
         self.state.log_window_batches = reduced.pop("_batches")
         self.state.log_window = reduced
 
     def evaluate(self) -> EvalResult:
         cfg = self.cfg
-        outputs = run_evaluation(self.accelerator, self.task, self.valid_loader, bool(cfg.train.progress), "validate")
+        outputs = run_evaluation(self.accelerator, self.task, self.valid_loader, bool(cfg.train.progress), "validate",
+                                 self.store.dir.parent)
         return summarize_on_main(self.accelerator, self.task, outputs, self.data.valid)
 
     def _report_evaluation(self, result: EvalResult, split: str = "valid") -> dict[str, float]:
@@ -447,7 +574,7 @@ class _Loop:
             raise ConfigError(f"data.test_folds={list(cfg.data.test_folds)} but no test set was built before training")
         loader = self.accelerator.prepare(make_loader(dataset, int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers),
                                                       int(cfg.train.seed)))
-        outputs = run_evaluation(self.accelerator, self.task, loader, bool(cfg.train.progress), "test")
+        outputs = run_evaluation(self.accelerator, self.task, loader, bool(cfg.train.progress), "test", self.store.dir.parent)
         result = summarize_on_main(self.accelerator, self.task, outputs, dataset)
         log.info("scored the best checkpoint %s on the test folds %s", best.name, list(cfg.data.test_folds))
         return self._report_evaluation(result, "test")
@@ -463,6 +590,8 @@ class _Loop:
         return better
 
     def save(self, is_best: bool = False) -> None:
+        """Write the checkpoint of the current update (every process takes part). Only a finite state is saved:
+        `_sync_window` raises `NonFiniteStateError` first otherwise, and `checkpoint.json` records `finite`."""
         accelerator = self.accelerator
         self._sync_window()
         temp = self.store.temp_dir(self.state.step)
@@ -473,7 +602,7 @@ class _Loop:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             info = {"step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
-                    "metrics": self.last_metrics, "version": __version__, "time": time.time()}
+                    "metrics": self.last_metrics, "version": __version__, "time": time.time(), FINITE: True}
             final = self.store.commit(temp, self.state.step, info, is_best)
             upload = self.cfg.tracking.log_checkpoints
             if upload == "all" or (upload == "best" and is_best):  # the alias `best` moves to the newest best
@@ -512,6 +641,7 @@ class _Loop:
                     accelerator.clip_grad_norm_(self.accelerator.unwrap_model(self.task).trainable_parameters(), float(clip))
                 self.optimizer.step()
                 if accelerator.sync_gradients:
+                    self._count_skipped_update()
                     self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             state.batches_in_epoch += 1
