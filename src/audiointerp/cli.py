@@ -65,7 +65,7 @@ def _extract(args: argparse.Namespace) -> int:
                                dtype=args.dtype, pooling=args.pooling, window=args.window, offset=args.offset,
                                flatten=args.flatten, chunk_size=args.chunk_size, data_format=args.format,
                                folds=args.folds, checkpoint=args.checkpoint, num_classes=args.num_classes)
-    print(f"wrote {extract(settings, args.out, batch_size=args.batch_size, progress=not args.quiet)}")
+    print(f"wrote {extract(settings, args.out, batch_size=args.batch_size, progress=not args.quiet, force_unlock=args.force_unlock)}")
     return 0
 
 
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the head size of a fine-tuned checkpoint (default: a pretrained model's released head, the "
                         "checkpoint's own count, or for small_cnn/catdnn without a checkpoint the data's classes)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored precision")
+    p.add_argument("--force-unlock", action="store_true",
+                   help="take over a shard lock recorded by another host (a shared file system) once you are sure "
+                        "that writer has ended; a lock held by a running writer is never taken")
     p.add_argument("--pooling", choices=("none", "mean", "window"), default="none",
                    help="over patches: none, mean, or the mean of --window patches from --offset")
     p.add_argument("--window", type=int, default=1, help="patches per window (--pooling window)")

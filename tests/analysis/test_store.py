@@ -317,3 +317,29 @@ def test_reading_the_done_chunks_of_a_shard_being_written_names_its_writer(tmp_p
         writer.close()
     assert result.returncode == 3, result.stdout + result.stderr[-2000:]
     assert f"being written by pid {os.getpid()} " in result.stdout and f"{path.name}.lock" in result.stdout
+
+
+def test_extract_refuses_a_shard_locked_on_another_host_unless_forced(tiny_data: Path, tmp_path: Path) -> None:
+    """A shard lock recorded by another node stops `extract` naming its holder; `--force-unlock` takes it over and
+    the store is then complete and equal to an extraction that met no lock."""
+    import socket
+
+    from audiointerp.analysis.store import shard_path
+
+    out = tmp_path / "store"
+    out.mkdir()
+    lock = shard_path(out, 0, 1)
+    lock = lock.with_name(lock.name + ".lock")
+    lock.write_text(json.dumps({"host": "node-elsewhere-7", "pid": 4242, "started": "2026-01-01T00:00:00Z",
+                                "command": "audiointerp extract"}))
+    assert socket.gethostname() != "node-elsewhere-7"
+    torch.manual_seed(0)
+    with pytest.raises(StoreError, match=r"pid 4242 on host 'node-elsewhere-7'.*--force-unlock"):
+        extract(settings(tiny_data), out, progress=False)
+    torch.manual_seed(0)
+    forced = ActivationStore(extract(settings(tiny_data), out, progress=False, force_unlock=True))
+    torch.manual_seed(0)
+    clean = ActivationStore(extract(settings(tiny_data), tmp_path / "clean", progress=False))
+    assert not lock.exists()
+    for layer in clean.layers:
+        assert np.array_equal(forced.load(layer), clean.load(layer)), layer

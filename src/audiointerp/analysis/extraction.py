@@ -188,8 +188,10 @@ def _write_clips(path: Path, manifest) -> None:
 
 
 def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, progress: bool = True,
-            max_chunks: Optional[int] = None) -> Path:
-    """Write (or finish) the activation store `out`; returns its folder. `max_chunks` stops early (tests)."""
+            max_chunks: Optional[int] = None, force_unlock: bool = False) -> Path:
+    """Write (or finish) the activation store `out`; returns its folder. `max_chunks` stops early (tests);
+    `force_unlock` takes over a shard lock recorded by another host or by a live pid that does not hold it (never
+    one a running writer holds)."""
     from accelerate import PartialState
 
     if settings.dtype not in ("float32", "float16"):
@@ -233,7 +235,8 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
     mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index and c not in done]
     if max_chunks is not None:
         mine = mine[:max_chunks]
-    writer = ShardWriter(shard_path(out, state.process_index, state.num_processes), layers, settings.dtype)
+    writer = ShardWriter(shard_path(out, state.process_index, state.num_processes), layers, settings.dtype,
+                         force_unlock=force_unlock)
     try:
         bar = tqdm(total=sum(len(chunks[c]) for c in mine), desc=f"extract {Path(settings.model).name}", unit="clip",
                    disable=not (progress and state.is_main_process), dynamic_ncols=True)

@@ -79,7 +79,7 @@ class ShardWriter:
         """
         self.path, self.layers, self.dtype = Path(path), list(layers), np.dtype(dtype)
         self.lock = FileLock(self.path.with_name(self.path.name + LOCK_SUFFIX), f"shard {self.path}",
-                             "pass force_unlock=True to ShardWriter to take it over")
+                             "give `audiointerp extract --force-unlock` (force_unlock=True) to take it over")
         try:
             self.lock.acquire(force_unlock)
         except LockHeldError as err:
