@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from audiointerp.datasets.synth import synthesize
-from audiointerp.quickstart import AE_STEPS, MN_EPOCHS, RECONSTRUCTION_STEPS, autoencoder_stage, run_quickstart
+from audiointerp.quickstart import AE_STEPS, AE_CLASSIFIER_EPOCHS, RECONSTRUCTION_STEPS, autoencoder_stage, run_quickstart
 
 
 def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_fine_tuning_through_the_robust_classifier_raises_its_accuracy_on_recons
     fold: the issue's thresholds (originals >= 0.85; SNR before > 0 dB; reconstructions before >= 0.25, chance being
     1/24; after at least 0.10 above before)."""
     manifest = synthesize(tmp_path / "data", clips_per_class=40, seed=0, progress=False)
-    summary = autoencoder_stage(tmp_path, manifest, "none", MN_EPOCHS, AE_STEPS)["summary"]
+    summary = autoencoder_stage(tmp_path, manifest, "none", AE_CLASSIFIER_EPOCHS, AE_STEPS)["summary"]
     assert summary["accuracy_original"] >= 0.85
     assert summary["snr_db_before"] > 0.0
     assert summary["accuracy_reconstruction_before"] >= 0.25

@@ -63,7 +63,7 @@ SEMANTIC_OVERRIDES = (
 # 64 bands; the small CNN body, which reaches ~0.9 here in a few epochs where a narrow mn02 from scratch stays near
 # 0.77) trained to be robust: half the training clips get noise (white to brown) at 5-35 dB SNR, so it does not
 # read the noise floor of quiet tails, which any reconstruction changes...
-MN_OVERRIDES = (
+AE_CLASSIFIER_OVERRIDES = (
     "experiment=quickstart-ae-classifier",
     "model.name=small_cnn",
     "model.frontend=efficientat_mel",
@@ -74,7 +74,7 @@ MN_OVERRIDES = (
     "task.noise_exponent=[-2,0]",
     "tracking.group=quickstart-ae",
 )
-MN_EPOCHS = 8
+AE_CLASSIFIER_EPOCHS = 8
 # ...(2) a narrow autoencoder (16 kHz inside: the built-in clips are 16 kHz, so nothing the classifier hears is lost;
 # 16x downsampling to 16 latent channels) trained to reconstruct (`reconstruction`, from a random start: the
 # built-in set's analogue of the thesis' ESC-50 pretraining), exported. MSE alone leaves a noise floor in the quiet
@@ -287,7 +287,7 @@ def autoencoder_stage(out: Path, manifest: Path, tracking: str, mn_epochs: int, 
     common = [f"data.source={manifest}", f"output_dir={out / 'runs'}", f"tracking.backend={tracking}"]
     seconds: dict[str, float] = {}
     t0 = time.time()
-    mn_run = Trainer(load_config("classifier", [*MN_OVERRIDES, f"train.epochs={mn_epochs}", *common])).fit().run_dir
+    mn_run = Trainer(load_config("classifier", [*AE_CLASSIFIER_OVERRIDES, f"train.epochs={mn_epochs}", *common])).fit().run_dir
     mn_export = export_run(mn_run)
     seconds["classifier"] = time.time() - t0
     stage: dict[str, Any] = {"mn_run": mn_run, "mn_export": mn_export,
@@ -410,7 +410,7 @@ def probing_stage(out: Path, latent: dict[str, Any], semdnn_run: Path, tracking:
 
 
 def run_quickstart(out: Path = Path("runs/quickstart"), overrides: Sequence[str] = (), tracking: str = "wandb",
-                   clips_per_class: int = 40, mn_epochs: int = MN_EPOCHS, ae_steps: int = AE_STEPS,
+                   clips_per_class: int = 40, mn_epochs: int = AE_CLASSIFIER_EPOCHS, ae_steps: int = AE_STEPS,
                    latent_clips_per_class: int = LATENT_CLIPS_PER_CLASS, flow_epochs: int = FLOW_EPOCHS) -> Path:
     """Run every stage; returns the path of report.html. `overrides` apply to the first classifier stage;
     `mn_epochs` and `ae_steps` size the autoencoder stage, `latent_clips_per_class` and `flow_epochs` the latent

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -212,23 +214,25 @@ def test_a_new_shard_is_a_valid_empty_shard_on_disk_before_any_chunk(tmp_path: P
         assert int(handle.attrs["rows"]) == 0 and json.loads(handle.attrs["done"]) == []
 
 
+def store_error_in_another_process(name: str, call: str) -> subprocess.CompletedProcess[str]:
+    """Run `call` (of `audiointerp.analysis.store.<name>`) in a fresh Python process: exit 3 with the StoreError's
+    message on stdout when it raises one."""
+    code = (f"import sys\nfrom audiointerp.analysis.store import StoreError, {name}\n"
+            f"try:\n    {call}\nexcept StoreError as err:\n    print(err); sys.exit(3)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.skipif(__import__("os").environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE",
                     reason="HDF5 file locking is disabled here")
 def test_a_shard_locked_by_another_writer_is_refused_and_left_alone(tmp_path: Path) -> None:
     """Only a shard HDF5 cannot parse is started afresh: a live writer's shard (file lock held) is never moved."""
-    import subprocess
-    import sys
-
     from audiointerp.analysis.store import ShardWriter, shard_path
 
     path = shard_path(tmp_path, 0, 1)
     writer = ShardWriter(path, ["roi"], "float32")
     try:
         writer.write_chunk(0, np.arange(2), {"roi": np.ones((2, 2), dtype=np.float32)})
-        code = ("import sys\nfrom audiointerp.analysis.store import ShardWriter, StoreError\n"
-                f"try:\n    ShardWriter({str(path)!r}, ['roi'], 'float32')\n"
-                "except StoreError as err:\n    print(err); sys.exit(3)\n")
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        result = store_error_in_another_process("ShardWriter", f"ShardWriter({str(path)!r}, ['roi'], 'float32')")
     finally:
         writer.close()
     assert result.returncode == 3, result.stderr[-2000:]
@@ -301,18 +305,13 @@ def test_a_shard_lock_left_by_a_killed_writer_is_taken_over(tmp_path: Path, capl
 def test_reading_the_done_chunks_of_a_shard_being_written_names_its_writer(tmp_path: Path) -> None:
     """A second `extract` first reads every shard's done chunks: HDF5's lock refuses it there, naming the writer."""
     import os
-    import subprocess
-    import sys
 
     from audiointerp.analysis.store import ShardWriter, shard_path
 
     path = shard_path(tmp_path, 0, 1)
     writer = ShardWriter(path, ["roi"], "float32")
     try:
-        code = ("import sys\nfrom audiointerp.analysis.store import StoreError, done_chunks\n"
-                f"try:\n    done_chunks({str(tmp_path)!r})\n"
-                "except StoreError as err:\n    print(err); sys.exit(3)\nprint('read')\n")
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        result = store_error_in_another_process("done_chunks", f"done_chunks({str(tmp_path)!r})")
     finally:
         writer.close()
     assert result.returncode == 3, result.stdout + result.stderr[-2000:]

@@ -69,8 +69,7 @@ def zoo_classes(settings: ExtractSettings, data_classes: Optional[int]) -> Optio
 
 def checkpoint_hash(path: Path) -> str:
     """The sha256 of a checkpoint's weights: the file, or an export folder's `model.safetensors`."""
-    from audiointerp.models.registry import export_weights
-    from audiointerp.train.export import sha256
+    from audiointerp.models.registry import export_weights, sha256
 
     return sha256(export_weights(path) if path.is_dir() else path)
 
@@ -79,7 +78,6 @@ def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[n
     """The pipeline (front end + tapped network) in eval mode, and what identifies it (name, weights' hash,
     front end). `num_classes` is the data's class count, used only as `zoo_classes` says."""
     from audiointerp.models import build_pipeline
-    from audiointerp.train.export import sha256
 
     source = Path(settings.model)
     if (source / "manifest.json").is_file():
