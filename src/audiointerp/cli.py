@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from audiointerp.errors import AudioInterpError
+    from audiointerp.errors import AudioInterpError, write_failure_cause
 
     try:
         return int(args.func(args) or 0)
@@ -449,6 +449,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # bad input of any kind: one line naming the cause (tracebacks are for bugs)
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"audiointerp {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write that no command named: a full, read-only or unwritable disk is still one line
+        cause = write_failure_cause(err, err.filename or ".")
+        if cause is None:
+            raise
+        print(f"audiointerp {args.command}: error: cannot write {err.filename or 'a file'}: {cause}", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from omegaconf import OmegaConf
@@ -182,6 +183,32 @@ def test_plan_run_locks_the_run_it_chooses_outside_the_run_folder(tmp_path: Path
     finally:
         release_run_lock()
     assert not lock_path.exists()
+    assert not (tmp_path / "runs" / ".locks").exists()  # no empty lock folders are left behind
+
+
+def test_a_pruned_lock_folder_is_recreated_by_the_next_locker(tmp_path: Path) -> None:
+    """Releasing removes the empty `.locks/<experiment>` folders; one that vanishes between another process's
+    mkdir and its open is made again, and a folder still holding another run's lock is kept."""
+    from audiointerp.train.lock import FileLock
+
+    first = FileLock(tmp_path / ".locks" / "exp" / "a.lock", "run a", "", prune=2).acquire()
+    second = FileLock(tmp_path / ".locks" / "exp" / "b.lock", "run b", "", prune=2).acquire()
+    first.release()
+    assert (tmp_path / ".locks" / "exp").is_dir()
+    second.release()
+    assert not (tmp_path / ".locks").exists() and tmp_path.is_dir()
+    real_open, calls = os.open, {"n": 0}
+
+    def racing_open(path, flags, *args):
+        calls["n"] += 1
+        if calls["n"] == 1:  # a releasing process prunes the folder right after our mkdir
+            Path(path).parent.rmdir()
+        return real_open(path, flags, *args)
+
+    with patch("os.open", racing_open):
+        lock = FileLock(tmp_path / ".locks" / "exp" / "c.lock", "run c", "", prune=2).acquire()
+    assert lock.held and calls["n"] == 2
+    lock.release()
 
 
 def test_a_second_process_planning_a_locked_run_is_refused_naming_the_holder(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from audiointerp.analysis.store import (
 )
 from audiointerp.datasets import load_manifest
 from audiointerp.datasets.manifest import ManifestDataset
+from audiointerp.errors import writing
 
 POOLING = ("none", "mean", "window")
 
@@ -218,13 +219,23 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
             raise StoreError(f"{out} holds a store written with other settings ({', '.join(differs)}); choose another "
                              "--out or remove it")
     elif state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_clips(out / CLIPS_FILE, manifest)
-        temp = store_file.with_suffix(".tmp")
-        temp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-        temp.replace(store_file)
+        with writing("activation store", out):
+            out.mkdir(parents=True, exist_ok=True)
+            _write_clips(out / CLIPS_FILE, manifest)
+            temp = store_file.with_suffix(".tmp")
+            temp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+            temp.replace(store_file)
     state.wait_for_everyone()
+    with writing("activation store", out):  # a full or read-only disk: named; the complete chunks stay
+        _extract_chunks(settings, out, state, pipeline, dataset, layers, batch_size, progress, max_chunks, force_unlock)
+    state.wait_for_everyone()
+    return out
 
+
+def _extract_chunks(settings: ExtractSettings, out: Path, state: Any, pipeline: nn.Module, dataset: Any,
+                    layers: list[str], batch_size: int, progress: bool, max_chunks: Optional[int],
+                    force_unlock: bool) -> None:
+    """This process's missing chunks of the store `out`, each written to its shard once complete."""
     device = state.device
     pipeline.to(device)
     chunks = chunks_of(len(dataset), settings.chunk_size)
@@ -254,5 +265,3 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
                 writer.write_chunk(chunk, np.asarray(indices), {k: np.concatenate(v) for k, v in collected.items()})
     finally:
         writer.close()
-    state.wait_for_everyone()
-    return out

@@ -30,19 +30,21 @@ import csv
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import h5py
 import numpy as np
 
-from audiointerp.errors import AudioInterpError
+from audiointerp.errors import AudioInterpError, StorageError
 from audiointerp.train.lock import LOCK_SUFFIX, FileLock, Holder, LockHeldError
 
 STORE_FILE = "store.json"
 CLIPS_FILE = "clips.csv"
 SHARD_GLOB = "shard-*.h5"
 FORMAT_VERSION = 2  # 2: layer_shapes
+SPACE_MARGIN = 1 << 20  # bytes kept free beyond twice a chunk's size (HDF5 metadata, the next flush)
 UNREADABLE_SUFFIX = ".unreadable"  # where a resumed run moves a shard it cannot open
 
 log = logging.getLogger("audiointerp")
@@ -125,6 +127,15 @@ class ShardWriter:
         return set(json.loads(self.file.attrs["done"]))
 
     def write_chunk(self, chunk: int, index: np.ndarray, activations: dict[str, np.ndarray]) -> None:
+        """Append one complete chunk. Its room is checked first: HDF5 cannot close a file whose write failed
+        (the process then crashes at exit), so a device without twice the chunk's size plus 1 MiB free is a
+        StorageError before anything is written; the chunks written before stay, and the command resumes."""
+        needed = index.astype(np.int64).nbytes + sum(activations[layer].size for layer in self.layers) * self.dtype.itemsize
+        free = shutil.disk_usage(self.path.parent).free
+        if free < 2 * needed + SPACE_MARGIN:
+            raise StorageError("activation store shard", self.path,
+                               f"no space left on the device (chunk {chunk} needs about {needed / 2**20:.2f} MiB, "
+                               f"{free / 2**20:.2f} MiB are free)")
         rows = int(self.file.attrs["rows"])
         new = rows + len(index)
         for name, values in [("index", index.astype(np.int64)),

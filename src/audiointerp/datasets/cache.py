@@ -31,7 +31,7 @@ import torchaudio
 from tqdm.auto import tqdm
 
 from audiointerp.datasets import audio as _audio
-from audiointerp.errors import AudioFileError
+from audiointerp.errors import AudioFileError, writing
 
 __all__ = ["CACHE_FORMAT_VERSION", "AudioCache", "cache_key"]
 
@@ -179,11 +179,12 @@ class AudioCache:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if self._load_valid():
             return False
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with _locked(self.lock_path):
-            if self._load_valid():  # another process finished it while we waited
-                return False
-            self._build(on_error=on_error, progress=progress, workers=workers, known=dict(known_failures or {}))
+        with writing("audio cache (data.cache_dir)", self.cache_dir):  # a full cache disk is named as such
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with _locked(self.lock_path):
+                if self._load_valid():  # another process finished it while we waited
+                    return False
+                self._build(on_error=on_error, progress=progress, workers=workers, known=dict(known_failures or {}))
             if not self._load_valid():
                 raise RuntimeError(f"audio cache {self.data_path} is inconsistent right after building it")
         return True

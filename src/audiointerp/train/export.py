@@ -20,7 +20,7 @@ from torch import nn
 
 from audiointerp import __version__
 from audiointerp.configs import load_config, to_yaml
-from audiointerp.errors import CheckpointError
+from audiointerp.errors import CheckpointError, writing
 from audiointerp.models.registry import sha256  # noqa: F401  (also imported from here by extraction and tests)
 from audiointerp.train.checkpoint import ARRAYS, INFO_FILE, METADATA, CheckpointStore, load_arrays
 from audiointerp.train.tasks import Task, task_class
@@ -99,6 +99,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     out = Path(out) if out else run_dir / "export"
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise CheckpointError(f"--out {out} is a non-empty folder that is not an audiointerp export; choose another")
+    with writing("export", out):  # a full or read-only disk: named, and no half export is left
+        return _write_export(task, cfg, metadata, folder, run_dir, out)
+
+
+def _write_export(task: Any, cfg: DictConfig, metadata: dict[str, Any], folder: Path, run_dir: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     temp.chmod(0o755)

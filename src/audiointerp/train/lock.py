@@ -130,10 +130,13 @@ class FileLock:
     """An exclusive lock on `path` (see the module docstring); `what` names the locked thing in messages, and
     `override` says how a user takes over a lock that cannot be checked (e.g. "set train.force_unlock=true")."""
 
-    def __init__(self, path: str | Path, what: str, override: str) -> None:
+    def __init__(self, path: str | Path, what: str, override: str, prune: int = 0) -> None:
+        """`prune`: how many folders above the lock file `release` removes when they are left empty (a run's
+        `.locks/<experiment>/` and `.locks/`); a process creating a lock in one just then simply recreates it."""
         self.path = Path(os.path.abspath(path))
         self.what = what
         self.override = override
+        self.prune = prune
         self._fd: Optional[int] = None
         self._owner_pid: Optional[int] = None
 
@@ -157,11 +160,13 @@ class FileLock:
             raise LockHeldError(f"{self.what} is already locked by this process (pid {os.getpid()}, lock file "
                                 f"{self.path}) through another lock object; use `acquire_lock` to share it",
                                 self.path, Holder.me())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(_ATTEMPTS):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             created = True
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                continue  # its empty folder was pruned by a releasing process between the two calls
             except FileExistsError:
                 created = False
                 try:
@@ -273,6 +278,11 @@ class FileLock:
             log.warning("could not remove the lock file %s (%s); the next process will take it over", self.path, err)
         finally:
             os.close(fd)
+        for folder in list(self.path.parents)[:self.prune]:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (other locks), or gone
+                break
 
     def __enter__(self) -> "FileLock":
         return self.acquire()
@@ -281,11 +291,12 @@ class FileLock:
         self.release()
 
 
-def acquire_lock(path: str | Path, what: str, override: str, force: bool = False) -> FileLock:
+def acquire_lock(path: str | Path, what: str, override: str, force: bool = False, prune: int = 0) -> FileLock:
     """The lock on `path`: the one this process already holds (re-entrant), else a new one acquired with
-    `FileLock(path, what, override).acquire(force)` (LockHeldError naming the holder when it cannot be taken)."""
+    `FileLock(path, what, override, prune).acquire(force)` (LockHeldError naming the holder when it cannot be
+    taken)."""
     current = held_lock(path)
-    return current if current is not None else FileLock(path, what, override).acquire(force)
+    return current if current is not None else FileLock(path, what, override, prune).acquire(force)
 
 
 def held_lock(path: str | Path) -> Optional[FileLock]:

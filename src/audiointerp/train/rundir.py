@@ -9,7 +9,11 @@ run (the same command started twice: `resume=auto` picking the same unfinished r
 checkpoint) gets `LockHeldError` naming the holder's host, pid, start time and the lock file, and starts nothing.
 A lock left by a killed process on this host is taken over; one recorded on another host only with
 `train.force_unlock=true`. The lock is held until the process exits, `release_run_lock`/`RunPlan.release_lock`
-is called, or the process plans another run (a process trains one run at a time).
+is called, or the process plans another run (a process trains one run at a time); releasing it removes the lock
+file and the `.locks` folders it leaves empty.
+
+Two identical fresh commands started at once (no unfinished run with a checkpoint to resume yet) are two runs in
+two folders, each locked by its process: a run without a checkpoint holds nothing to continue.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def lock_run(run_dir: Path, force: bool = False) -> FileLock:
     path = run_lock_path(run_dir)
     if _run_lock is not None and _run_lock.path != path:
         release_run_lock()
-    _run_lock = acquire_lock(path, f"run {Path(run_dir).resolve()}", FORCE_UNLOCK_HINT, force)
+    _run_lock = acquire_lock(path, f"run {Path(run_dir).resolve()}", FORCE_UNLOCK_HINT, force, prune=2)
     return _run_lock
 
 

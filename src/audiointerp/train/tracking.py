@@ -165,7 +165,14 @@ class Tracking:
         self._run.log_artifact(artifact, aliases=aliases)
 
     def finish(self, failed: bool = False) -> None:
-        """End the W&B run (marked failed when the run raised) and Accelerate's training state."""
-        if failed and self._run is not None:
-            self._run.finish(exit_code=1)
-        self.accelerator.end_training()
+        """End the W&B run (marked failed, once, when the run raised) and Accelerate's training state.
+
+        Never raises: it runs while another error (a full disk, a non-finite loss) is on its way to the user,
+        and W&B's own failure to close (its files live in the run folder) must not replace that error."""
+        run, self._run = self._run, None
+        try:
+            if failed and run is not None:
+                run.finish(exit_code=1)
+            self.accelerator.end_training()
+        except Exception as err:  # noqa: BLE001 (reported, then the run's own error goes on)
+            log.warning("could not close the W&B run cleanly: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from audiointerp import __version__
 from audiointerp.configs import to_yaml
-from audiointerp.errors import CheckpointError, ConfigError, NonFiniteLossError, NonFiniteStateError
+from audiointerp.errors import CheckpointError, ConfigError, NonFiniteLossError, NonFiniteStateError, writing
 from audiointerp.evaluation.plots import learning_curves, read_metrics, save_figure
 from audiointerp.train.checkpoint import (ARRAYS, FINITE, METADATA, CheckpointStore, TrainState, non_finite_tensors,
                                           save_arrays, write_json_atomic)
@@ -122,12 +122,29 @@ def setup_logging(run_dir: Optional[Path], is_main: bool) -> None:
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if run_dir is not None:
-        handlers.append(logging.FileHandler(run_dir / "events.log", encoding="utf-8"))
+        handlers.append(RunLogHandler(run_dir / "events.log"))
     for handler in handlers:
         handler.setFormatter(formatter)
         handler._audiointerp = True  # type: ignore[attr-defined]
         log.addHandler(handler)
     log.propagate = False
+
+
+class RunLogHandler(logging.FileHandler):
+    """`events.log`, a copy of the console's lines. When it cannot be written (a full or read-only disk) it
+    stops quietly: the error that stops the run names the cause once, instead of a "Logging error" traceback
+    for every later line."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+        self.broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.broken = True
 
 
 def close_logging() -> None:
@@ -277,17 +294,26 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train (or resume) the run to its end. A full, read-only or unwritable output disk stops it with a
+        StorageError naming the path and the cause (`audiointerp.errors.writing`); the checkpoints written before
+        stay complete, and the same command resumes once space is freed."""
+        with writing("output folder", self.cfg.output_dir):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         cfg = self.cfg
         plan = self._plan()
         accelerator = make_accelerator(cfg, plan.run_dir)
         is_main = accelerator.is_main_process
         fresh = is_main and not plan.run_dir.exists()
         if is_main:
-            plan.run_dir.mkdir(parents=True, exist_ok=True)
+            with writing("run folder", plan.run_dir):
+                plan.run_dir.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
         setup_logging(plan.run_dir, is_main)
         try:
-            loop = self._setup(plan, accelerator)
+            with writing("run folder", plan.run_dir):
+                loop = self._setup(plan, accelerator)
         except BaseException as err:
             log.error("run %s failed while setting up: %s", plan.run_dir, err)
             if fresh and CheckpointStore(plan.run_dir).latest() is None:
@@ -298,11 +324,12 @@ class Trainer:
         started = time.time()
         failed = True
         try:
-            result = TrainResult(plan.run_dir, loop.run(bool(cfg.train.progress)), loop.store.best())
-            if cfg.data.test_folds:
-                result.test_metrics = loop.test_best(result.best_checkpoint)
-            if is_main:
-                self._finish(plan, result, loop.state, time.time() - started)
+            with writing("run folder", plan.run_dir):
+                result = TrainResult(plan.run_dir, loop.run(bool(cfg.train.progress)), loop.store.best())
+                if cfg.data.test_folds:
+                    result.test_metrics = loop.test_best(result.best_checkpoint)
+                if is_main:
+                    self._finish(plan, result, loop.state, time.time() - started)
             accelerator.wait_for_everyone()
             failed = False
         except BaseException as err:
@@ -598,12 +625,14 @@ class _Loop:
         if accelerator.is_main_process:
             shutil.rmtree(temp, ignore_errors=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(temp))
+        with writing("checkpoint", temp):  # a failed write leaves a temporary folder that the next start removes
+            accelerator.save_state(str(temp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             info = {"step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
                     "metrics": self.last_metrics, "version": __version__, "time": time.time(), FINITE: True}
-            final = self.store.commit(temp, self.state.step, info, is_best)
+            with writing("checkpoint", temp):
+                final = self.store.commit(temp, self.state.step, info, is_best)
             upload = self.cfg.tracking.log_checkpoints
             if upload == "all" or (upload == "best" and is_best):  # the alias `best` moves to the newest best
                 self.tracking.log_checkpoint(final, ["best", "latest"] if is_best else ["latest"])
