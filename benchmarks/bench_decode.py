@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from audiointerp.analysis import ActivationStore
 from audiointerp.analysis.decode import DecodeSettings, decode
-from audiointerp.analysis.store import write_store
+from audiointerp.datasets.store import write_store
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "decode.json"
 FACTORS = {"material": 6, "action": 4}

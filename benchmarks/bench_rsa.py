@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from common import environment, write_results
 
-from audiointerp.analysis.store import write_store
+from audiointerp.datasets.store import write_store
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "rsa.json"
 CHILD = ("import resource, sys; from audiointerp.cli import main; code = main(sys.argv[1:]); "

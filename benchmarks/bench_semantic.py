@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiointerp.configs import load_config
 from audiointerp.datasets.synth import synthesize
-from audiointerp.evaluation.semantic import nnls_betas
+from audiointerp.evaluation.ranking import nnls_betas
+from audiointerp.train.config import load_config
 from audiointerp.train.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "semantic.json"

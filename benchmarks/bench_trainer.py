@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from audiointerp.configs import load_config
 from audiointerp.datasets.synth import synthesize
+from audiointerp.train.config import load_config
 from audiointerp.train.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer.json"

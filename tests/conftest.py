@@ -50,7 +50,7 @@ def tiny_overrides(tiny_data: Path, tmp_path: Path) -> list[str]:
 
 @pytest.fixture
 def tiny_config(tiny_overrides: list[str]):
-    from audiointerp.configs import load_config
+    from audiointerp.train.config import load_config
 
     return load_config("classifier", tiny_overrides)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from audiointerp.datasets.synth import synthesize
-from audiointerp.quickstart import AE_STEPS, AE_CLASSIFIER_EPOCHS, RECONSTRUCTION_STEPS, autoencoder_stage, run_quickstart
+from audiointerp.quickstart import AE_CLASSIFIER_EPOCHS, AE_STEPS, RECONSTRUCTION_STEPS, autoencoder_stage, run_quickstart
 
 
 def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: Path) -> None:

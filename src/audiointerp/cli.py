@@ -21,7 +21,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from audiointerp.configs import load_config
+    from audiointerp.train.config import load_config
     from audiointerp.train.trainer import Trainer
 
     result = Trainer(load_config(args.config, args.overrides)).fit()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
+
+
+def closest(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest candidate, or '' when nothing is close: for errors naming a bad key,
+    name or value."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 class AudioInterpError(Exception):

@@ -27,14 +27,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import soundfile as sf
 
-from audiointerp.configs import load_config
 from audiointerp.datasets import load_manifest
 from audiointerp.datasets.synth import synthesize
 from audiointerp.evaluation.listening import listening_rows
 from audiointerp.evaluation.report import Audio, Report, metrics_table
+from audiointerp.train.checkpoint import write_json_atomic
+from audiointerp.train.config import load_config
 from audiointerp.train.evaluate import compare, evaluate
 from audiointerp.train.export import export_run
-from audiointerp.train.checkpoint import write_json_atomic
 from audiointerp.train.trainer import Trainer
 
 log = logging.getLogger("audiointerp")

@@ -8,9 +8,9 @@ import numpy as np
 
 from audiointerp.analysis import ActivationStore
 from audiointerp.analysis.concepts import ConceptSettings, analyse, word_vector_dictionary
-from audiointerp.analysis.store import write_store
 from audiointerp.cli import main
 from audiointerp.datasets.embeddings import load_word_vectors
+from audiointerp.datasets.store import write_store
 
 WORDS = ["wood", "metal", "glass", "stone", "tapping", "rubbing", "loud", "quiet", "dog", "rain", "wine"]
 MATERIALS = ["wood", "metal", "glass", "stone"]

@@ -9,8 +9,8 @@ import numpy as np
 
 from audiointerp.analysis import ActivationStore
 from audiointerp.analysis.decode import DecodeSettings, decode
-from audiointerp.analysis.store import write_store
 from audiointerp.cli import main
+from audiointerp.datasets.store import write_store
 
 MATERIALS = ["wood", "metal", "glass"]
 ACTIONS = ["tapping", "rubbing"]

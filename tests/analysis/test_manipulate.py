@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.train.tasks.test_flow_task import flow_config
 
 from audiointerp.analysis import ActivationStore, ExtractSettings, StoreError, extract
 from audiointerp.analysis import manipulate as manipulate_module
 from audiointerp.analysis.extraction import layer_activations, store_pipeline
 from audiointerp.analysis.manipulate import ManipulateSettings, Manipulator, find_triplets, manipulate
-from audiointerp.analysis.store import write_store
 from audiointerp.cli import main
 from audiointerp.datasets import load_manifest
 from audiointerp.datasets.manifest import ManifestDataset
+from audiointerp.datasets.store import write_store
 from audiointerp.train.export import export_run
 from audiointerp.train.trainer import Trainer
-from tests.train.tasks.test_flow import flow_config
 
 GENEROUS = dict(clips=120, repeats=4, valley_width=1.0, typical_radius=1.5)  # a random flow's classes overlap
 

@@ -9,8 +9,8 @@ import pytest
 
 from audiointerp.analysis import ActivationStore, StoreError
 from audiointerp.analysis.probe import ProbeSettings, probe, select, splits
-from audiointerp.analysis.store import write_store
 from audiointerp.cli import main
+from audiointerp.datasets.store import write_store
 
 MATERIALS, ACTIONS = ["wood", "metal", "glass"], ["tapping", "rubbing", "whirling", "destructing"]
 

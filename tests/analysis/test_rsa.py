@@ -23,9 +23,9 @@ from audiointerp.analysis.rsa import (
     rsa,
     symmetric_kl,
 )
-from audiointerp.analysis.store import write_store
 from audiointerp.cli import main
-from audiointerp.evaluation.rsa import rdm, upper
+from audiointerp.datasets.store import write_store
+from audiointerp.evaluation.rdm import rdm, upper
 
 
 def cosine_model(x: np.ndarray):

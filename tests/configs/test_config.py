@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from audiointerp.configs import available_configs, load_config, to_yaml
 from audiointerp.errors import ConfigError
+from audiointerp.train.config import available_configs, load_config, to_yaml
 
 
 def test_shipped_configs_load_with_required_values_given() -> None:

@@ -18,9 +18,9 @@ from audiointerp.datasets.manifest import (
     ManifestDataset,
     ManifestRow,
     SkippedAudioWarning,
-    load_manifest,
     read_manifest,
 )
+from audiointerp.datasets.readers import load_manifest
 from audiointerp.errors import AudioFileError, DatasetError
 
 SR = 8000

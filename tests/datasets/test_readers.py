@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiointerp.datasets.manifest import ManifestDataset, load_manifest
-from audiointerp.datasets.readers import read_esc50, read_fsd50k, read_msos, read_urbansound8k
+from audiointerp.datasets.manifest import ManifestDataset
+from audiointerp.datasets.readers import load_manifest, read_esc50, read_fsd50k, read_msos, read_urbansound8k
 from audiointerp.errors import DatasetError
 
 

@@ -39,7 +39,7 @@ def test_a_writer_killed_right_after_creating_its_shard_leaves_a_readable_empty_
     path = tmp_path / "shard-00000-of-00001.h5"
     _killed_child(f"""
         import os, signal
-        from audiointerp.analysis.store import ShardWriter
+        from audiointerp.datasets.store import ShardWriter
         writer = ShardWriter({str(path)!r}, ["roi"], "float32")
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -53,7 +53,7 @@ def test_extract_killed_before_its_first_chunk_is_complete_resumes_to_a_clean_st
     out = tmp_path / "killed"
     _killed_child(f"""
         import os, signal, torch
-        import audiointerp.analysis.store as store
+        import audiointerp.datasets.store as store
         from audiointerp.analysis import ExtractSettings, extract
 
         def killed(self, chunk, index, activations):  # the process dies with the first chunk computed, unwritten

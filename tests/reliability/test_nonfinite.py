@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from audiointerp.configs import load_config
 from audiointerp.errors import CheckpointError, NonFiniteLossError
 from audiointerp.train.checkpoint import INFO_FILE, CheckpointStore
+from audiointerp.train.config import load_config
 from audiointerp.train.trainer import Trainer
 
 RECIPE = ["optim.lr=1e6", "optim.grad_clip=null", "optim.warmup_steps=0", "train.checkpoint_every_steps=1"]
@@ -65,7 +65,7 @@ def test_a_non_finite_buffer_with_a_finite_loss_stops_the_run(tiny_overrides: li
     """A BatchNorm running_var turned NaN during update 3 leaves the training loss finite (training uses batch
     statistics). Before the fix the run went on, saved it, and died at evaluation with sklearn's bare
     "Input contains NaN"; a rerun resumed the poisoned checkpoint."""
-    from audiointerp.train.tasks.classifier import ClassifierTask
+    from audiointerp.train.tasks.classifier_task import ClassifierTask
 
     original = ClassifierTask.step
     calls = {"n": 0}
@@ -122,7 +122,7 @@ def test_resume_refuses_a_non_finite_checkpoint_and_names_the_last_finite_one(ti
 
 def test_non_finite_evaluation_outputs_name_the_output_and_the_run(tiny_overrides: list[str], monkeypatch) -> None:
     """Before the fix the validation died in sklearn with "Input contains NaN", naming neither the metric nor the run."""
-    from audiointerp.train.tasks.classifier import ClassifierTask
+    from audiointerp.train.tasks.classifier_task import ClassifierTask
 
     original = ClassifierTask.eval_step
 
@@ -164,8 +164,8 @@ def test_fp16_updates_skipped_for_inf_gradients_fail_only_when_20_come_in_a_row(
 
 TWO_PROCESS_RUNNER = """
 import os, sys, torch
-from audiointerp.configs import load_config
-from audiointerp.train.tasks.classifier import ClassifierTask
+from audiointerp.train.config import load_config
+from audiointerp.train.tasks.classifier_task import ClassifierTask
 from audiointerp.train.trainer import Trainer
 
 original, calls = ClassifierTask.step, {"n": 0}

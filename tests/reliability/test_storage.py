@@ -23,9 +23,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from audiointerp.configs import load_config
 from audiointerp.errors import StorageError, write_failure_cause, writing
 from audiointerp.train.checkpoint import CheckpointStore
+from audiointerp.train.config import load_config
 from audiointerp.train.trainer import Trainer
 
 CHECKPOINT_EVERY = ["train.checkpoint_every_steps=1", "train.keep_last=2", "train.epochs=1"]

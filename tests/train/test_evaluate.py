@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from audiointerp.configs import load_config
+from audiointerp.train.config import load_config
 from audiointerp.train.evaluate import describe_set
 
 

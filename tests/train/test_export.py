@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from audiointerp import load_export
-from audiointerp.configs import load_config
 from audiointerp.errors import CheckpointError
+from audiointerp.train.config import load_config
 from audiointerp.train.export import export_run, task_from_checkpoint, verify_export
 from audiointerp.train.trainer import Trainer
 

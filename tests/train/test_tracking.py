@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from audiointerp.configs import load_config
+from audiointerp.train.config import load_config
 from audiointerp.train.tracking import wandb_mode, wandb_run_id
 from audiointerp.train.trainer import Trainer
 

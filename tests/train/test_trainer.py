@@ -11,9 +11,9 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from audiointerp.configs import load_config
 from audiointerp.errors import NonFiniteLossError
 from audiointerp.train.checkpoint import CheckpointStore
+from audiointerp.train.config import load_config
 from audiointerp.train.trainer import Trainer
 
 
@@ -59,7 +59,7 @@ def test_max_steps_stops_mid_epoch_and_still_evaluates(tiny_overrides: list[str]
 
 
 def test_non_finite_loss_stops_without_overwriting_the_last_checkpoint(tiny_overrides: list[str], monkeypatch) -> None:
-    from audiointerp.train.tasks.classifier import ClassifierTask
+    from audiointerp.train.tasks.classifier_task import ClassifierTask
 
     original = ClassifierTask.step
     calls = {"n": 0}
@@ -80,7 +80,7 @@ def test_non_finite_loss_stops_without_overwriting_the_last_checkpoint(tiny_over
 
 RUNNER = """
 import os, signal, sys
-from audiointerp.configs import load_config
+from audiointerp.train.config import load_config
 from audiointerp.train import trainer
 
 kill_at = int(sys.argv[1])

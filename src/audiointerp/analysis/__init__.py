@@ -1,6 +1,6 @@
 """Analyses of trained networks: the activation store (`extract`), and what reads it."""
 
 from audiointerp.analysis.extraction import ExtractSettings, extract
-from audiointerp.analysis.store import ActivationStore, StoreError
+from audiointerp.datasets.store import ActivationStore, StoreError
 
 __all__ = ["ActivationStore", "ExtractSettings", "StoreError", "extract"]

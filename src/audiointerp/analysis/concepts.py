@@ -4,7 +4,7 @@ The audio embeddings are a store layer (one vector per clip; patches are average
 text embeddings of a concept vocabulary, from word vectors (a phrase is the normalised mean of its words'
 vectors; concepts with a word that has no vector are left out) or from CLAP's text tower (the store then holds
 CLAP's `embedding` layer). Both are prepared as SpLiCE does
-(`evaluation.concepts.prepare`), then decomposed at each l1. Reported per l1: mean number of concepts and
+(`evaluation.sparse_coding.prepare`), then decomposed at each l1. Reported per l1: mean number of concepts and
 reconstruction cosine, and the cross-validated accuracy of a linear probe of a clip-table factor on the sparse
 concept weights against the same probe on the dense embeddings.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -22,8 +22,14 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from audiointerp.analysis.store import ActivationStore, StoreError
-from audiointerp.evaluation.concepts import decompose, prepare, reconstruction_cosine, top_concepts
+from audiointerp.datasets.embeddings import word_vector_dictionary
+from audiointerp.datasets.store import ActivationStore, StoreError, clip_embeddings
+from audiointerp.evaluation.plots import save_figure
+from audiointerp.evaluation.sparse_coding import decompose, prepare, reconstruction_cosine, top_concepts
+from audiointerp.train.tasks.concepts_task import run_vectors
+from audiointerp.train.tracking import analysis_tracking
+
+__all__ = ["ConceptSettings", "analyse", "clap_dictionary", "clip_embeddings", "run_vectors", "word_vector_dictionary"]
 
 
 @dataclass
@@ -38,52 +44,9 @@ class ConceptSettings:
     seed: int = 0  # the sound sample and the probe's folds
 
 
-def word_vector_dictionary(vocabulary: Sequence[str], vectors,
-                           words: Callable[[str], list[str]] = str.split) -> tuple[list[str], np.ndarray]:
-    """(the concepts whose every word has a vector, their vectors [K, d]) from `WordVectors`; a phrase is the
-    normalised mean of its words' vectors (`words` splits a phrase into them)."""
-    from audiointerp.datasets.embeddings import embed_words
-
-    kept, rows = [], []
-    for concept in vocabulary:
-        tokens = words(concept)
-        vector, missing = embed_words(vectors, tokens, mode="mean", warn=False) if tokens else (None, [])
-        if vector is not None and not missing:
-            kept.append(concept)
-            rows.append(vector)
-    if not kept:
-        raise StoreError("no concept of the vocabulary has a word vector")
-    return kept, np.stack(rows)
-
-
-def run_vectors(folder: str | Path) -> tuple[Any, Callable[[str], list[str]]]:
-    """The word vectors of a semDNN run or export (its dictionary, the space of its `output` layer) and the
-    tokenizer its words went through (the run's lemmatization, stop words dropped)."""
-    from audiointerp.datasets.embeddings import WordVectors
-    from audiointerp.datasets.vocabulary import tokenize
-    from audiointerp.train.checkpoint import load_arrays
-    from audiointerp.train.export import run_metadata
-
-    folder = Path(folder)
-    metadata, arrays = run_metadata(folder), load_arrays(folder)
-    if "vocabulary" not in metadata or "dictionary" not in arrays:
-        raise StoreError(f"{folder} is not a semDNN or catDNN run or export (no vocabulary and dictionary)")
-    vectors = WordVectors.from_arrays(metadata["vocabulary"], arrays["dictionary"].numpy(), source=str(folder))
-    lemmatize, lemmatizer = bool(metadata.get("lemmatize", False)), str(metadata.get("lemmatizer", "auto"))
-    return vectors, lambda phrase: tokenize(phrase, lemmatize=lemmatize, lemmatizer=lemmatizer)
-
-
 def clap_dictionary(vocabulary: Sequence[str], network, tokenizer) -> tuple[list[str], np.ndarray]:
     """(the vocabulary, its CLAP text embeddings [K, D]) through a `CLAPAudio` network's text tower."""
     return list(vocabulary), network.text_embeddings(list(vocabulary), tokenizer)
-
-
-def clip_embeddings(store: ActivationStore, layer: str, indices: Optional[np.ndarray] = None) -> np.ndarray:
-    """One vector per clip: the layer's activation, its patches averaged when it has some."""
-    values = store.load(layer, indices)
-    if values.ndim > 2:  # [N, patches, d] (or wider): average every axis but the last
-        values = values.reshape(len(values), -1, values.shape[-1]).mean(1)
-    return values.astype(np.float64)
 
 
 def probe_accuracy(x: np.ndarray, labels: np.ndarray, settings: ConceptSettings) -> float:
@@ -149,7 +112,6 @@ def concepts_figure(result: dict[str, Any], factor: Optional[str] = None):
 
 def write_concepts(result: dict[str, Any], store: ActivationStore, out: Path, settings: ConceptSettings) -> list[Path]:
     """sparsity.csv, top_concepts.csv (a row per sound) and concepts.png in `out`."""
-    from audiointerp.evaluation.plots import save_figure
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "sparsity.csv", "w", newline="", encoding="utf-8") as handle:
@@ -169,7 +131,6 @@ def write_concepts(result: dict[str, Any], store: ActivationStore, out: Path, se
 def track_concepts(result: dict[str, Any], out: Path, name: str, settings: dict, factor: Optional[str] = None,
                    backend: str = "wandb") -> None:
     """Log the sweep (one step per l1) and the figure to a W&B run of job type `analysis`."""
-    from audiointerp.analysis.tracking import analysis_tracking
 
     tracking = analysis_tracking(out, name, settings, backend)
     for step, row in enumerate(result["rows"]):

@@ -25,7 +25,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from audiointerp.analysis.store import ActivationStore, StoreError
+from audiointerp.datasets.store import ActivationStore, StoreError
+from audiointerp.evaluation.plots import save_figure
+from audiointerp.train.tracking import analysis_tracking
 
 
 @dataclass
@@ -124,7 +126,6 @@ def decoding_figure(result: DecodeResult, layers: Sequence[str]):
 
 def write_decoding(result: DecodeResult, layers: Sequence[str], out: Path) -> list[Path]:
     """decoding.csv (per fold), decoding_summary.csv, tests.csv and decoding.png in `out`."""
-    from audiointerp.evaluation.plots import save_figure
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "decoding.csv", "w", newline="", encoding="utf-8") as handle:
@@ -151,7 +152,6 @@ def write_decoding(result: DecodeResult, layers: Sequence[str], out: Path) -> li
 def track_decoding(result: DecodeResult, layers: Sequence[str], out: Path, name: str, settings: dict,
                    backend: str = "wandb") -> None:
     """Log the curves (one step per layer) and the figure to a W&B run of job type `analysis`."""
-    from audiointerp.analysis.tracking import analysis_tracking
 
     tracking = analysis_tracking(out, name, settings, backend)
     for step, layer in enumerate(layers):

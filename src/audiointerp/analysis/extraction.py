@@ -18,7 +18,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from audiointerp.analysis.store import (
+from audiointerp.datasets import load_manifest
+from audiointerp.datasets.manifest import ManifestDataset
+from audiointerp.datasets.store import (
     CLIPS_FILE,
     FORMAT_VERSION,
     STORE_FILE,
@@ -28,9 +30,12 @@ from audiointerp.analysis.store import (
     done_chunks,
     shard_path,
 )
-from audiointerp.datasets import load_manifest
-from audiointerp.datasets.manifest import ManifestDataset
 from audiointerp.errors import writing
+from audiointerp.models import build_pipeline
+from audiointerp.models.archisound import AutoencoderEncoder, AutoencoderWrapper, WaveformFrontend
+from audiointerp.models.frontends import AudioPipeline
+from audiointerp.models.registry import export_weights, needs_classes, sha256
+from audiointerp.train.export import load_export, verify_export
 
 POOLING = ("none", "mean", "window")
 
@@ -59,7 +64,6 @@ def zoo_classes(settings: ExtractSettings, data_classes: Optional[int]) -> Optio
     """The `num_classes` a zoo model is built with: `settings.num_classes` when given (a fine-tuned checkpoint);
     else None, so that `build` gives a pretrained model its released head or the checkpoint's own count; only a
     model with no released head and no checkpoint (a seeded random `small_cnn`, `catdnn`) takes the data's count."""
-    from audiointerp.models.registry import needs_classes
 
     if settings.num_classes is not None:
         return settings.num_classes
@@ -70,7 +74,6 @@ def zoo_classes(settings: ExtractSettings, data_classes: Optional[int]) -> Optio
 
 def checkpoint_hash(path: Path) -> str:
     """The sha256 of a checkpoint's weights: the file, or an export folder's `model.safetensors`."""
-    from audiointerp.models.registry import export_weights, sha256
 
     return sha256(export_weights(path) if path.is_dir() else path)
 
@@ -78,12 +81,9 @@ def checkpoint_hash(path: Path) -> str:
 def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[nn.Module, dict[str, Any]]:
     """The pipeline (front end + tapped network) in eval mode, and what identifies it (name, weights' hash,
     front end). `num_classes` is the data's class count, used only as `zoo_classes` says."""
-    from audiointerp.models import build_pipeline
 
     source = Path(settings.model)
     if (source / "manifest.json").is_file():
-        from audiointerp.train.export import load_export, verify_export
-
         manifest = verify_export(source)
         pipeline = load_export(source)
         identity = {"model": str(source.resolve()), "model_hash": manifest["files"].get("model.safetensors"),
@@ -93,9 +93,6 @@ def load_model(settings: ExtractSettings, num_classes: Optional[int]) -> tuple[n
                                   checkpoint=settings.checkpoint)
         identity = {"model": settings.model, "network": settings.model,
                     "model_hash": checkpoint_hash(Path(settings.checkpoint)) if settings.checkpoint else None}
-    from audiointerp.models.archisound import AutoencoderEncoder, AutoencoderWrapper, WaveformFrontend
-    from audiointerp.models.frontends import AudioPipeline
-
     if isinstance(pipeline, AutoencoderWrapper) and not isinstance(pipeline, AutoencoderEncoder):
         # an autoencoder export: its encoder's layers, at the rate its task fed it
         encoder = AutoencoderEncoder(pipeline.autoencoder, pipeline.input_rate, pipeline.ae_rate)

@@ -44,7 +44,11 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from audiointerp.analysis.extraction import store_pipeline
-from audiointerp.analysis.store import ActivationStore, StoreError
+from audiointerp.datasets.store import ActivationStore, StoreError
+from audiointerp.evaluation.plots import save_figure
+from audiointerp.train.export import load_export_task
+from audiointerp.train.tasks.flow_task import clips_digest
+from audiointerp.train.tracking import analysis_tracking
 
 log = logging.getLogger("audiointerp")
 
@@ -88,8 +92,6 @@ class Manipulator:
 
     def __init__(self, flow_export: str | Path, store: ActivationStore, output: str = "logits",
                  batch_size: int = 256) -> None:
-        from audiointerp.train.export import load_export_task
-
         if output not in OUTPUTS:
             raise ValueError(f"output {output!r}; choose one of {', '.join(OUTPUTS)}")
         self.task, metadata = load_export_task(flow_export)
@@ -143,7 +145,6 @@ def held_out_clips(metadata: dict[str, Any], store: ActivationStore, flow_export
     """Store indices of the clips the flow and its PCA never trained on (sorted). The export records its
     training clips and the digest of its store's clip table; another clip table is refused, since its indices
     would not say which clips the flow saw."""
-    from audiointerp.train.tasks.flow import clips_digest
 
     if "train_indices" not in metadata or "store_clips_sha256" not in metadata:
         raise StoreError(f"the flow export {flow_export} does not record the clips it trained on (made before "
@@ -336,7 +337,6 @@ def manipulation_figure(result: ManipulationResult, output: str = "logits"):
 
 def write_manipulation(result: ManipulationResult, out: Path, output: str = "logits") -> list[Path]:
     """triplets.csv, tests.csv, skipped.csv and manipulation.png in `out`."""
-    from audiointerp.evaluation.plots import save_figure
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -357,7 +357,6 @@ def write_manipulation(result: ManipulationResult, out: Path, output: str = "log
 def track_manipulation(result: ManipulationResult, out: Path, name: str, settings: dict, output: str = "logits",
                        backend: str = "wandb") -> None:
     """Log the t statistics and the bars to a W&B run of job type `analysis`."""
-    from audiointerp.analysis.tracking import analysis_tracking
 
     tracking = analysis_tracking(out, name, settings, backend)
     if not result.triplets:

@@ -28,7 +28,9 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from audiointerp.analysis.store import ActivationStore, StoreError
+from audiointerp.datasets.store import ActivationStore, StoreError
+from audiointerp.evaluation.plots import save_figure
+from audiointerp.train.tracking import analysis_tracking
 
 # scikit-learn >= 1.9 asks for the pure-L2 penalty as l1_ratios=(0,) and has simplified fitted attributes
 L2_ONLY = ({"l1_ratios": (0.0,), "use_legacy_attributes": False}
@@ -180,7 +182,6 @@ def probe_figure(rows: list[dict[str, Any]], title: str = ""):
 
 def write_probe(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path]:
     """probe.csv and probe.png in `out`."""
-    from audiointerp.evaluation.plots import save_figure
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "probe.csv", "w", newline="", encoding="utf-8") as handle:
@@ -193,7 +194,6 @@ def write_probe(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[
 def track_probe(rows: list[dict[str, Any]], out: Path, name: str, settings: dict, title: str = "",
                 backend: str = "wandb") -> None:
     """Log the accuracies (one step per layer) and the figure to a W&B run of job type `analysis`."""
-    from audiointerp.analysis.tracking import analysis_tracking
 
     tracking = analysis_tracking(out, name, settings, backend)
     for step, layer in enumerate(dict.fromkeys(row["layer"] for row in rows)):

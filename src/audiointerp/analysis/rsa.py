@@ -4,7 +4,7 @@ Model RDMs are cosine distances between a layer's activations (flattened). Targe
 
 - `factor:<column>`: a clip-table column (e.g. a physical ground truth such as material) as a 0/1 RDM;
 - `dissimilarity:<file>`: a behavioural or brain dissimilarity matrix (CSV/TSV/NPY with sound ids, see
-  `evaluation.rsa.load_dissimilarities`);
+  `evaluation.rdm.load_dissimilarities`);
 - `responses:<file>[:kl|:mode]`: per-sound response distributions over categories (a CSV: id column, then one
   column per category of counts or probabilities), as a symmetric-KL RDM or a 0/1 RDM of disagreeing modes;
 - several targets averaged (`MeanTarget`, `--average`).
@@ -33,7 +33,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from audiointerp.analysis.store import ActivationStore, StoreError
+from audiointerp.datasets import load_manifest
+from audiointerp.datasets.manifest import ManifestDataset
+from audiointerp.datasets.store import ActivationStore, StoreError
+from audiointerp.evaluation.plots import save_figure
+from audiointerp.evaluation.rdm import load_dissimilarities
+from audiointerp.models.frontends import LogMel
+from audiointerp.train.tracking import analysis_tracking
 
 log = logging.getLogger("audiointerp")
 
@@ -379,7 +385,6 @@ def sound_ids(store: ActivationStore, column: str = "path") -> list[str]:
 
 def _file_ids(spec: str) -> Optional[set[str]]:
     """The sound ids a file target covers (None for a factor target, which covers every clip)."""
-    from audiointerp.evaluation.rsa import load_dissimilarities
 
     kind, _, rest = spec.partition(":")
     if kind == "dissimilarity":
@@ -411,7 +416,6 @@ def select_sounds(specs: Sequence[str], ids: Sequence[str], max_sounds: Optional
 def build_targets(specs: Sequence[str], store: ActivationStore, clips: np.ndarray, ids: Sequence[str],
                   average: bool = False) -> list[Target]:
     """Targets from command-line specs for the store clips `clips` (ids `ids`); with `average`, their mean too."""
-    from audiointerp.evaluation.rsa import load_dissimilarities
 
     targets: list[Target] = []
     for spec in specs:
@@ -437,10 +441,6 @@ def spectrogram_features(store: ActivationStore, clips: np.ndarray, n_mels: int 
     different lengths are cut to the shortest)."""
     import torch
 
-    from audiointerp.datasets import load_manifest
-    from audiointerp.datasets.manifest import ManifestDataset
-    from audiointerp.models.frontends import LogMel
-
     meta = store.meta
     if "data" not in meta:
         raise StoreError(f"{store.folder} records no data set: a spectrogram RDM needs a store from `audiointerp extract`")
@@ -462,7 +462,6 @@ def spectrogram_features(store: ActivationStore, clips: np.ndarray, n_mels: int 
 
 def track_rsa(rows: list[dict[str, Any]], out: Path, name: str, settings: dict, backend: str = "wandb") -> None:
     """Log every correlation (one step per layer) and the figure to a W&B run of job type `analysis`."""
-    from audiointerp.analysis.tracking import analysis_tracking
 
     tracking = analysis_tracking(out, name, settings, backend)
     for row in rows:
@@ -476,7 +475,6 @@ def track_rsa(rows: list[dict[str, Any]], out: Path, name: str, settings: dict, 
 
 def write_rsa(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     """rsa.csv and rsa.png (correlation against relative depth, one line per model and target)."""
-    from audiointerp.evaluation.plots import save_figure
 
     out.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(key for row in rows for key in row))

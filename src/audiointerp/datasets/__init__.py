@@ -10,10 +10,9 @@ from audiointerp.datasets.manifest import (
     ManifestDataset,
     ManifestRow,
     SkippedAudioWarning,
-    load_manifest,
     read_manifest,
 )
-from audiointerp.datasets.readers import read_esc50, read_fsd50k, read_msos, read_urbansound8k
+from audiointerp.datasets.readers import load_manifest, read_esc50, read_fsd50k, read_msos, read_urbansound8k
 
 __all__ = [
     "FORMATS",

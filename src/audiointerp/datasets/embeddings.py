@@ -26,14 +26,14 @@ import re
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from gensim.models import KeyedVectors
 
-from audiointerp.errors import AudioInterpError
+from audiointerp.errors import AudioInterpError, DatasetError
 
 __all__ = [
     "EMBED_MODES",
@@ -572,3 +572,19 @@ def embed_word_lists(vectors: WordVectors, word_lists: Iterable[Sequence[str]], 
         where = f" ({vectors.source})" if vectors.source else ""
         warnings.warn(MissingWordsWarning(f"word vectors{where}: {result.report()}"), stacklevel=2)
     return result
+
+
+def word_vector_dictionary(vocabulary: Sequence[str], vectors,
+                           words: Callable[[str], list[str]] = str.split) -> tuple[list[str], np.ndarray]:
+    """(the concepts whose every word has a vector, their vectors [K, d]) from `WordVectors`; a phrase is the
+    normalised mean of its words' vectors (`words` splits a phrase into them)."""
+    kept, rows = [], []
+    for concept in vocabulary:
+        tokens = words(concept)
+        vector, missing = embed_words(vectors, tokens, mode="mean", warn=False) if tokens else (None, [])
+        if vector is not None and not missing:
+            kept.append(concept)
+            rows.append(vector)
+    if not kept:
+        raise DatasetError("no concept of the vocabulary has a word vector")
+    return kept, np.stack(rows)

@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from audiointerp.datasets.manifest import Manifest, ManifestRow
+from audiointerp.datasets.manifest import FORMATS, Manifest, ManifestRow, read_manifest
 from audiointerp.errors import DatasetError
 
 __all__ = [
@@ -378,3 +378,57 @@ def root_of_metadata_file(path: Path, fmt: str | None) -> tuple[str, Path] | Non
     if fmt is not None and found[0] != fmt:
         return None
     return found
+
+
+def _is_generic_csv(path: Path) -> bool:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+    except OSError:
+        return False
+    return "path" in header and "label" in header
+
+
+def load_manifest(source: str | os.PathLike[str], format: str = "auto") -> Manifest:
+    """Load a manifest CSV or an official dataset root.
+
+    ``format`` is one of ``auto``, ``manifest``, ``esc50``, ``urbansound8k``, ``fsd50k``, ``msos``.
+    ``auto`` reads a CSV in the generic format (or an official metadata CSV such as ``meta/esc50.csv``),
+    and for a directory detects the official layout from the files present (or a ``manifest.csv`` in it).
+    """
+    fmt = str(format).lower().replace("-", "").replace("_", "")
+    if fmt not in FORMATS:
+        raise DatasetError(f"unknown dataset format {format!r}; valid formats: {list(FORMATS)}")
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise DatasetError(f"dataset source {str(src)!r} does not exist (expected a manifest .csv or a dataset root)")
+    if src.is_file():
+        if fmt == "manifest" or (fmt == "auto" and _is_generic_csv(src)):
+            return read_manifest(src)
+        root = root_of_metadata_file(src, None if fmt == "auto" else fmt)
+        if root is None and fmt == "auto" and src.suffix.lower() == ".csv":
+            # a .csv that is no official metadata file is meant as a manifest: say what is wrong with it
+            # (missing column, empty, another separator) exactly as format=manifest does
+            return read_manifest(src)
+        if root is None:
+            raise DatasetError(
+                f"{str(src)!r} is neither a generic manifest (columns 'path', 'label') nor a known "
+                f"official metadata file; pass the dataset root directory and a format from {list(FORMATS)}"
+            )
+        fmt, src = root
+    if fmt == "manifest":
+        csv_path = src / "manifest.csv"
+        if not csv_path.is_file():
+            raise DatasetError(f"format 'manifest' expects {str(csv_path)!r} in the directory {str(src)!r}")
+        return read_manifest(csv_path)
+    if fmt == "auto":
+        detected = detect_format(src)
+        if detected is None:
+            raise DatasetError(
+                f"cannot detect the dataset layout of {str(src)!r}: expected one of "
+                + "; ".join(f"{name}: {hint}" for name, hint in LAYOUT_HINTS.items())
+            )
+        fmt = detected
+        if fmt == "manifest":
+            return read_manifest(src / "manifest.csv")
+    return READERS[fmt](src)

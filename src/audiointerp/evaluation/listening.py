@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
+from omegaconf import OmegaConf
+
 from audiointerp.errors import AudioInterpError
 from audiointerp.evaluation.report import Audio, Report
 
@@ -22,14 +24,12 @@ LISTENING_DIR = "listening"
 
 def export_label(export_dir: Path) -> str:
     """A column name for an export: the frozen classifier's name for `ae_finetune`, else the experiment."""
-    from audiointerp.configs import load_config
-
-    cfg = load_config(Path(export_dir) / "config.yaml")
+    cfg = OmegaConf.load(Path(export_dir) / "config.yaml")  # an export's resolved config: plain data
     if str(cfg.task.name) != "ae_finetune":
         return str(cfg.experiment)
     classifier = Path(str(cfg.task.classifier))
     if (classifier / "config.yaml").is_file():  # an export of this project: its network's name
-        return f"through {load_config(classifier / 'config.yaml').model.name}"
+        return f"through {OmegaConf.load(classifier / 'config.yaml').model.name}"
     return f"through {cfg.task.classifier}"
 
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiointerp.errors import CheckpointError, ConfigError
+from audiointerp.errors import CheckpointError, ConfigError, closest
+from audiointerp.models.frontends import AudioPipeline
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,6 @@ def available_frontends() -> list[str]:
 
 
 def model_spec(name: str) -> ModelSpec:
-    from audiointerp.configs import closest
-
     _ensure_zoo_imported()
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}{closest(name, _MODELS)}; available: {', '.join(sorted(_MODELS))}")
@@ -199,8 +198,6 @@ def _check_params(what: str, factory: Callable[..., Any], params: Mapping[str, A
     not checked. The message names the parameter, the value and the expected type, e.g.
     "model 'small_cnn' parameter 'widths' is 8, expected a sequence of int".
     """
-    from audiointerp.configs import closest
-
     signature = inspect.signature(factory)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     valid = [n for n, p in signature.parameters.items() if n != "num_classes" and n != "self"
@@ -309,8 +306,6 @@ def build(name: str, num_classes: Optional[int] = None,
 
 def build_frontend(name: str, **params: Any) -> nn.Module:
     """Build a front end by its own name, or by a model's name (that model's front end and defaults)."""
-    from audiointerp.configs import closest
-
     _ensure_zoo_imported()
     if name in _MODELS:
         spec = _MODELS[name]
@@ -330,8 +325,6 @@ def build_pipeline(
     frontend_params: Optional[Mapping[str, Any]] = None,
 ) -> nn.Module:
     """Front end + network as one module taking waveforms (see `AudioPipeline`)."""
-    from audiointerp.models.frontends import AudioPipeline
-
     network = build(name, num_classes=num_classes, checkpoint=checkpoint, **dict(params or {}))
     front = build_frontend(frontend or name, **dict(frontend_params or {}))
     return AudioPipeline(front, network)

@@ -12,8 +12,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from audiointerp.errors import ConfigError
-from audiointerp.evaluation.plots import save_figure
+from audiointerp.evaluation.plots import amcss_curves, ranking_bars, rdm_panels, save_figure
 from audiointerp.train.checkpoint import write_json_atomic
+from audiointerp.train.config import load_config
 from audiointerp.train.export import MANIFEST, load_export_task, task_from_checkpoint
 from audiointerp.train.tasks import EvalResult
 from audiointerp.train.tracking import Tracking
@@ -24,7 +25,6 @@ log = logging.getLogger("audiointerp")
 
 def apply_settings(cfg: DictConfig, settings: Sequence[str]) -> DictConfig:
     """A run's config with `key=value` changes of its `task.*` and `data.*` keys, checked against the schema."""
-    from audiointerp.configs import load_config
 
     for item in settings:
         if not item.startswith(("task.", "data.")) or item.startswith("task.name"):
@@ -176,7 +176,6 @@ def compare(
 ) -> list[dict[str, object]]:
     """Evaluate every run on every dataset, then write a comparison: `comparison.csv`, `comparison.md` and
     figures (ranking score per dataset and model, AMCSS against top-N, embedding RDMs side by side)."""
-    from audiointerp.evaluation.plots import amcss_curves, ranking_bars, rdm_panels
 
     out = Path(out_dir)
     rows: list[dict[str, object]] = []

@@ -19,10 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from audiointerp import __version__
-from audiointerp.configs import load_config, to_yaml
 from audiointerp.errors import CheckpointError, writing
 from audiointerp.models.registry import sha256  # noqa: F401  (also imported from here by extraction and tests)
 from audiointerp.train.checkpoint import ARRAYS, INFO_FILE, METADATA, CheckpointStore, load_arrays
+from audiointerp.train.config import load_config, to_yaml
 from audiointerp.train.tasks import Task, task_class
 
 WEIGHTS = "model.safetensors"  # an export's weights; also what Accelerate's save_state names a checkpoint's model

@@ -2,7 +2,7 @@
 
 Run lock: `plan_run` (called by the main process of a launch only: the other ranks of a distributed launch are
 the same run and receive its plan) locks the run it chooses before it looks at the run's checkpoints, with a
-`FileLock` (see `audiointerp.train.lock`) at `<output_dir>/.locks/<experiment>/<run_id>.lock`. The lock lives
+`FileLock` (see `audiointerp.locks`) at `<output_dir>/.locks/<experiment>/<run_id>.lock`. The lock lives
 outside the run folder so that planning a fresh run does not create the folder (the trainer removes a fresh
 run's folder when its set-up fails, and lists experiment folders as runs). A second process planning the same
 run (the same command started twice: `resume=auto` picking the same unfinished run, or the same `run_id` or
@@ -28,8 +28,8 @@ from typing import Any, Callable, Optional, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from audiointerp.errors import CheckpointError, ConfigError
+from audiointerp.locks import FileLock, acquire_lock
 from audiointerp.train.checkpoint import INFO_FILE, CheckpointStore
-from audiointerp.train.lock import FileLock, acquire_lock
 
 log = logging.getLogger(__name__)
 

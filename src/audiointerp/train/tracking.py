@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from audiointerp.train.tasks.base import AudioClip, Table
+from audiointerp.configs.schema import TrackingConfig
+from audiointerp.evaluation.results import AudioClip, Table
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +177,15 @@ class Tracking:
             self.accelerator.end_training()
         except Exception as err:  # noqa: BLE001 (reported, then the run's own error goes on)
             log.warning("could not close the W&B run cleanly: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+def analysis_tracking(out: Path, experiment: str, settings: dict[str, Any], backend: str = "wandb", mode: str = "auto",
+                      project: str = "audiointerp", group: str | None = None) -> Tracking:
+    """A started `Tracking` for an analysis writing into `out` (backend `none`: metrics.jsonl only)."""
+    tracking_cfg = OmegaConf.merge(OmegaConf.structured(TrackingConfig),
+                                   {"backend": backend, "mode": mode, "project": project, "group": group or experiment})
+    cfg = OmegaConf.create({"experiment": experiment, "tracking": tracking_cfg, "analysis": settings})
+    accelerator = Accelerator(cpu=True, log_with="wandb" if backend == "wandb" else None, project_dir=str(out))
+    tracking = Tracking(accelerator, cfg, Path(out), experiment, ["analysis"], "analysis")
+    tracking.start()
+    return tracking

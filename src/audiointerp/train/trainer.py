@@ -23,15 +23,16 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from omegaconf import DictConfig
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from audiointerp import __version__
-from audiointerp.configs import to_yaml
-from audiointerp.errors import CheckpointError, ConfigError, NonFiniteLossError, NonFiniteStateError, writing
+from audiointerp.errors import CheckpointError, ConfigError, NonFiniteLossError, NonFiniteStateError, closest, writing
 from audiointerp.evaluation.plots import learning_curves, read_metrics, save_figure
-from audiointerp.train.checkpoint import (ARRAYS, FINITE, METADATA, CheckpointStore, TrainState, non_finite_tensors,
-                                          save_arrays, write_json_atomic)
+from audiointerp.train.checkpoint import ARRAYS, FINITE, METADATA, CheckpointStore, TrainState, non_finite_tensors, save_arrays, write_json_atomic
+from audiointerp.train.config import to_yaml
+from audiointerp.train.export import WEIGHTS
 from audiointerp.train.optim import build_optimizer, build_scheduler, total_updates
 from audiointerp.train.rundir import SUMMARY_FILE, RunPlan, plan_run
 from audiointerp.train.tasks import EvalResult, Task, TaskData, task_class
@@ -162,8 +163,6 @@ def check_best_metric(task: Task, best_metric: str) -> None:
         return
     valid = [f"valid/{name}" for name in names]
     if best_metric not in valid:
-        from audiointerp.configs import closest
-
         raise ConfigError(f"train.best_metric={best_metric!r} is not a validation metric of task {task.name!r}"
                           f"{closest(best_metric, valid)}; choose one of {', '.join(valid)}")
 
@@ -586,10 +585,6 @@ class _Loop:
         """After training: load the best checkpoint's weights (chosen on the validation folds) and score them on
         `data.test_folds` of the run's data (`task.build_eval_data`, built before training); returns and logs
         `test/...` scalars. Every process takes part (the outputs are gathered as in validation)."""
-        from safetensors.torch import load_file
-
-        from audiointerp.train.export import WEIGHTS
-
         cfg = self.cfg
         if best is None or not (best / WEIGHTS).is_file():
             raise CheckpointError(f"no best checkpoint with {WEIGHTS} to score on data.test_folds "

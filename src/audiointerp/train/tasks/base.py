@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Optional, Sequence
 
-import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig
 from torch import nn
 from torch.utils.data import Dataset, Sampler
+
+from audiointerp.datasets import load_manifest
+from audiointerp.errors import ConfigError, closest
+from audiointerp.evaluation.results import EvalResult
+from audiointerp.train.data import manifest_dataset
 
 
 @dataclass
@@ -36,34 +40,6 @@ class TaskData:
     metadata: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, torch.Tensor] = field(default_factory=dict)
     train_sampler: Optional[Sampler] = None  # None: shuffled by the trainer's seedable sampler
-
-
-@dataclass
-class AudioClip:
-    """A clip to listen to, in a table or a report."""
-
-    samples: np.ndarray  # [T] or [C, T] float
-    sample_rate: int
-    caption: str = ""
-
-
-@dataclass
-class Table:
-    """Rows of values; a cell may be an `AudioClip`."""
-
-    columns: list[str]
-    rows: list[list[Any]] = field(default_factory=list)
-
-
-@dataclass
-class EvalResult:
-    """What an evaluation produces: scalars, figures (matplotlib), tables (possibly with audio)."""
-
-    metrics: dict[str, float]
-    figures: dict[str, Any] = field(default_factory=dict)
-    tables: dict[str, Table] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. RDMs, saved as .npy beside the metrics
-    notes: dict[str, Any] = field(default_factory=dict)  # what the figures are on and how (set, folds, tie rule...)
 
 
 class Task(nn.Module, metaclass=ABCMeta):
@@ -93,9 +69,6 @@ class Task(nn.Module, metaclass=ABCMeta):
         The trainer also scores the best checkpoint with it on `data.test_folds` (source and format of the run's
         data), and `audiointerp evaluate` on any data; a task whose data is not a manifest of audio (e.g. an
         activation store) overrides it, and its `eval_step`/`summarize` must accept what it returns."""
-        from audiointerp.datasets import load_manifest
-        from audiointerp.train.data import manifest_dataset
-
         manifest = load_manifest(source, format=format)
         if folds:
             manifest = manifest.select_folds(list(folds))
@@ -153,3 +126,36 @@ class Task(nn.Module, metaclass=ABCMeta):
         source = Path(str(self.cfg.data.source))
         data_name = source.parent.name if source.suffix == ".csv" else source.name  # the data set's folder
         return [self.family, str(self.cfg.model.name), data_name]
+
+
+# --- tasks by name ------------------------------------------------------------------------------------------
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available under `cls.name`."""
+    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
+        raise ValueError(f"task {cls.name!r} is registered twice")
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def _ensure_tasks_imported() -> None:
+    """The registry loads its members on first use (their modules import this one)."""
+    import audiointerp.train.tasks.ae_finetune_task  # noqa: F401
+    import audiointerp.train.tasks.classifier_task  # noqa: F401
+    import audiointerp.train.tasks.concepts_task  # noqa: F401
+    import audiointerp.train.tasks.flow_task  # noqa: F401
+    import audiointerp.train.tasks.semantic_task  # noqa: F401
+
+
+def available_tasks() -> list[str]:
+    _ensure_tasks_imported()
+    return sorted(_TASKS)
+
+
+def task_class(name: str) -> type[Task]:
+    _ensure_tasks_imported()
+    if name not in _TASKS:
+        raise ConfigError(f"unknown task {name!r}{closest(name, _TASKS)}; available: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]

@@ -25,6 +25,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
 
+from audiointerp.evaluation.ranking import nnls_betas
+
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
@@ -46,7 +48,6 @@ def decompose(embeddings: np.ndarray, dictionary: np.ndarray, l1: float = 0.0, m
               n_jobs: Optional[int] = None, progress: bool = False, tol: float = 1e-7) -> np.ndarray:
     """Non-negative weights [n, K] of embeddings [n, d] over a dictionary [K, d] (see the module docstring); `tol`
     is scikit-learn's duality-gap tolerance of the lasso (l1 > 0)."""
-    from audiointerp.evaluation.semantic import nnls_betas
 
     if l1 < 0:
         raise ValueError(f"l1 must be >= 0, got {l1}")

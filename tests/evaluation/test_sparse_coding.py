@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audiointerp.evaluation.concepts import (
+from audiointerp.evaluation.ranking import nnls_betas
+from audiointerp.evaluation.sparse_coding import (
     decompose,
     prepare,
     reconstruction_cosine,
     sparsity_sweep,
     top_concepts,
 )
-from audiointerp.evaluation.semantic import nnls_betas
 
 
 def planted(n: int = 20, concepts: int = 50, dim: int = 100, seed: int = 0):
@@ -63,7 +63,7 @@ def test_sparser_with_larger_l1_and_planted_concepts_come_first() -> None:
 def test_the_default_decomposition_is_the_lasso_to_1e_4_on_a_correlated_dictionary() -> None:
     """The concepts task's baseline and `analyze concepts` read `decompose` at its default tolerance: on a correlated
     dictionary of the shipped vocabulary's size (402 x 50) its weights are the lasso's (scikit-learn at tol=1e-10)."""
-    from tests.train.tasks.test_concepts import correlated_problem, exact_lasso
+    from tests.train.tasks.test_concepts_task import correlated_problem, exact_lasso
 
     x, mean, text = correlated_problem(0)
     audio, _ = prepare(x, mean=mean)

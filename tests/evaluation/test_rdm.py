@@ -10,7 +10,7 @@ from scipy import stats
 from scipy.spatial.distance import pdist, squareform
 
 from audiointerp.errors import DatasetError
-from audiointerp.evaluation import rsa
+from audiointerp.evaluation import rdm as rsa
 
 
 def test_rdm_matches_scipy_for_each_metric() -> None:

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from audiointerp.analysis import ActivationStore
-from audiointerp.analysis.store import write_store
-from audiointerp.configs import load_config
+from audiointerp.datasets.store import write_store
 from audiointerp.errors import ConfigError
+from audiointerp.train.config import load_config
 from audiointerp.train.export import export_run, load_export_task
-from audiointerp.train.tasks.flow import FactorPairs, IndependentPairs, factor_axis
+from audiointerp.train.tasks.flow_task import FactorPairs, IndependentPairs, factor_axis
 from audiointerp.train.trainer import Trainer
 
 FLOW_TINY = [

@@ -142,7 +142,7 @@ def test_the_store_records_the_hash_of_a_zoo_models_weights(tiny_data: Path, tmp
 
 
 def test_a_store_of_activations_computed_elsewhere_reads_back(tmp_path: Path) -> None:
-    from audiointerp.analysis.store import write_store
+    from audiointerp.datasets.store import write_store
 
     values = np.random.default_rng(0).normal(size=(25, 3, 4)).astype(np.float32)
     folder = write_store(tmp_path / "s", {"roi": values}, {"label": [f"c{i % 3}" for i in range(25)]}, chunk_size=10)
@@ -181,7 +181,7 @@ def test_a_shard_truncated_by_a_kill_before_its_first_chunk_is_refused_by_name_t
 
 
 def test_a_shard_writer_starts_an_unreadable_shard_afresh(tmp_path: Path) -> None:
-    from audiointerp.analysis.store import ShardWriter, shard_path
+    from audiointerp.datasets.store import ShardWriter, shard_path
 
     path = shard_path(tmp_path, 0, 1)
     path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)  # 96 bytes: an HDF5 signature and nothing parseable
@@ -201,7 +201,7 @@ def test_a_shard_writer_starts_an_unreadable_shard_afresh(tmp_path: Path) -> Non
 def test_a_new_shard_is_a_valid_empty_shard_on_disk_before_any_chunk(tmp_path: Path) -> None:
     import h5py
 
-    from audiointerp.analysis.store import ShardWriter, shard_path
+    from audiointerp.datasets.store import ShardWriter, shard_path
 
     path = shard_path(tmp_path, 0, 1)
     writer = ShardWriter(path, ["roi"], "float32")
@@ -215,9 +215,9 @@ def test_a_new_shard_is_a_valid_empty_shard_on_disk_before_any_chunk(tmp_path: P
 
 
 def store_error_in_another_process(name: str, call: str) -> subprocess.CompletedProcess[str]:
-    """Run `call` (of `audiointerp.analysis.store.<name>`) in a fresh Python process: exit 3 with the StoreError's
+    """Run `call` (of `audiointerp.datasets.store.<name>`) in a fresh Python process: exit 3 with the StoreError's
     message on stdout when it raises one."""
-    code = (f"import sys\nfrom audiointerp.analysis.store import StoreError, {name}\n"
+    code = (f"import sys\nfrom audiointerp.datasets.store import StoreError, {name}\n"
             f"try:\n    {call}\nexcept StoreError as err:\n    print(err); sys.exit(3)\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
@@ -226,7 +226,7 @@ def store_error_in_another_process(name: str, call: str) -> subprocess.Completed
                     reason="HDF5 file locking is disabled here")
 def test_a_shard_locked_by_another_writer_is_refused_and_left_alone(tmp_path: Path) -> None:
     """Only a shard HDF5 cannot parse is started afresh: a live writer's shard (file lock held) is never moved."""
-    from audiointerp.analysis.store import ShardWriter, shard_path
+    from audiointerp.datasets.store import ShardWriter, shard_path
 
     path = shard_path(tmp_path, 0, 1)
     writer = ShardWriter(path, ["roi"], "float32")
@@ -238,7 +238,7 @@ def test_a_shard_locked_by_another_writer_is_refused_and_left_alone(tmp_path: Pa
     assert result.returncode == 3, result.stderr[-2000:]
     assert "cannot open shard" in result.stdout and path.name in result.stdout
     assert path.exists() and not list(tmp_path.glob("*.unreadable"))
-    from audiointerp.analysis.store import done_chunks
+    from audiointerp.datasets.store import done_chunks
 
     assert done_chunks(tmp_path) == {0}
 
@@ -250,7 +250,7 @@ def test_a_second_writer_of_a_shard_is_refused_naming_the_holder_even_without_hd
     import subprocess
     import sys
 
-    from audiointerp.analysis.store import ShardWriter, shard_path
+    from audiointerp.datasets.store import ShardWriter, shard_path
 
     path = shard_path(tmp_path, 0, 1)
     lock = path.with_name(path.name + ".lock")
@@ -258,7 +258,7 @@ def test_a_second_writer_of_a_shard_is_refused_naming_the_holder_even_without_hd
     try:
         assert json.loads(lock.read_text())["pid"] == os.getpid()
         writer.write_chunk(0, np.arange(2), {"roi": np.ones((2, 2), dtype=np.float32)})
-        code = ("import sys\nfrom audiointerp.analysis.store import ShardWriter, StoreError\n"
+        code = ("import sys\nfrom audiointerp.datasets.store import ShardWriter, StoreError\n"
                 f"try:\n    ShardWriter({str(path)!r}, ['roi'], 'float32')\n"
                 "except StoreError as err:\n    print(err); sys.exit(3)\nprint('opened')\n")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -269,7 +269,7 @@ def test_a_second_writer_of_a_shard_is_refused_naming_the_holder_even_without_hd
     assert f"cannot open shard {path}" in result.stdout and f"pid {os.getpid()} " in result.stdout
     assert socket.gethostname() in result.stdout and str(lock) in result.stdout
     assert not lock.exists()  # released by close()
-    from audiointerp.analysis.store import done_chunks
+    from audiointerp.datasets.store import done_chunks
 
     assert done_chunks(tmp_path) == {0}
 
@@ -280,7 +280,7 @@ def test_a_shard_lock_left_by_a_killed_writer_is_taken_over(tmp_path: Path, capl
     import subprocess
     import sys
 
-    from audiointerp.analysis.store import ShardWriter, shard_path
+    from audiointerp.datasets.store import ShardWriter, shard_path
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -306,7 +306,7 @@ def test_reading_the_done_chunks_of_a_shard_being_written_names_its_writer(tmp_p
     """A second `extract` first reads every shard's done chunks: HDF5's lock refuses it there, naming the writer."""
     import os
 
-    from audiointerp.analysis.store import ShardWriter, shard_path
+    from audiointerp.datasets.store import ShardWriter, shard_path
 
     path = shard_path(tmp_path, 0, 1)
     writer = ShardWriter(path, ["roi"], "float32")
@@ -323,7 +323,7 @@ def test_extract_refuses_a_shard_locked_on_another_host_unless_forced(tiny_data:
     the store is then complete and equal to an extraction that met no lock."""
     import socket
 
-    from audiointerp.analysis.store import shard_path
+    from audiointerp.datasets.store import shard_path
 
     out = tmp_path / "store"
     out.mkdir()

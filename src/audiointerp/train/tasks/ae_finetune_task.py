@@ -35,13 +35,14 @@ from audiointerp.errors import ConfigError
 from audiointerp.evaluation import metrics as M
 from audiointerp.evaluation.listening import LISTENING_DIR
 from audiointerp.evaluation.plots import spectrogram_pairs
+from audiointerp.evaluation.results import AudioClip, EvalResult, Table
 from audiointerp.losses import MultiResolutionSTFTDistance, snr_db
 from audiointerp.models import build, build_pipeline
 from audiointerp.models.archisound import AutoencoderWrapper, initialise
 from audiointerp.models.frontends import LogMel
 from audiointerp.train.data import manifest_splits
-from audiointerp.train.tasks.base import AudioClip, EvalResult, Table, Task, TaskConfig, TaskData
-from audiointerp.train.tasks.registry import register_task
+from audiointerp.train.export import WEIGHTS, load_export, verify_export
+from audiointerp.train.tasks.base import Task, TaskConfig, TaskData, register_task
 
 log = logging.getLogger("audiointerp")
 
@@ -84,7 +85,6 @@ def start_checkpoint(start: str, checkpoint: Optional[str]) -> Optional[str]:
         raise ConfigError(f"task.start={start} needs model.checkpoint: {what}")
     if start == "pretrained":
         return str(checkpoint)
-    from audiointerp.train.export import WEIGHTS, verify_export
 
     manifest = verify_export(checkpoint)
     if manifest.get("task") != "reconstruction":
@@ -229,8 +229,6 @@ class AEFinetuneTask(AutoencoderTask):
     def _classifier(self, num_classes: int) -> nn.Module:
         task = self.cfg.task
         if (Path(str(task.classifier)) / "manifest.json").is_file():
-            from audiointerp.train.export import load_export
-
             classifier = load_export(str(task.classifier))
         else:
             classifier = build_pipeline(str(task.classifier), num_classes=num_classes, checkpoint=task.classifier_checkpoint,

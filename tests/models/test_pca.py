@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audiointerp.analysis.pca import InvertiblePCA
+from audiointerp.models.pca import InvertiblePCA
 
 
 @pytest.mark.parametrize("samples,features", [(400, 50), (60, 300)])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiointerp.configs import load_config
+from audiointerp.train.config import load_config
 from audiointerp.train.tasks import Task, task_class
 from audiointerp.train.trainer import Trainer
 

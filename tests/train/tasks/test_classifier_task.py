@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from audiointerp.errors import ConfigError
-from audiointerp.train.tasks.classifier import add_noise
+from audiointerp.train.tasks.classifier_task import add_noise
 
 
 def clips(count: int = 64, length: int = 16000) -> torch.Tensor:

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from audiointerp.evaluation import semantic as S
+from audiointerp.evaluation import ranking as S
 
 
 def brute_force_nnls(D: np.ndarray, b: np.ndarray) -> np.ndarray:

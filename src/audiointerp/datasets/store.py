@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from audiointerp.errors import AudioInterpError, StorageError
-from audiointerp.train.lock import LOCK_SUFFIX, FileLock, Holder, LockHeldError
+from audiointerp.locks import LOCK_SUFFIX, FileLock, Holder, LockHeldError
 
 STORE_FILE = "store.json"
 CLIPS_FILE = "clips.csv"
@@ -369,3 +369,11 @@ def write_store(folder: str | Path, layers: dict[str, np.ndarray], columns: dict
         shard.close()
     (folder / STORE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")  # last: the store is complete
     return folder
+
+
+def clip_embeddings(store: ActivationStore, layer: str, indices: Optional[np.ndarray] = None) -> np.ndarray:
+    """One vector per clip: the layer's activation, its patches averaged when it has some."""
+    values = store.load(layer, indices)
+    if values.ndim > 2:  # [N, patches, d] (or wider): average every axis but the last
+        values = values.reshape(len(values), -1, values.shape[-1]).mean(1)
+    return values.astype(np.float64)

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from audiointerp.configs import load_config
+from audiointerp.train.config import load_config
 from audiointerp.train.rundir import plan_run, release_run_lock, run_lock_path
 
 RACER = textwrap.dedent("""
     import json, os, sys, time
-    from audiointerp.configs import load_config
+    from audiointerp.train.config import load_config
     from audiointerp.train.rundir import plan_run
     go = sys.argv[1]
     cfg = load_config("classifier", sys.argv[2:])
@@ -90,7 +90,7 @@ def test_the_lock_of_a_killed_run_is_taken_over_by_the_next_process(tmp_path: Pa
     run = _unfinished_run(tmp_path)
     code = textwrap.dedent("""
         import os, signal, sys
-        from audiointerp.configs import load_config
+        from audiointerp.train.config import load_config
         from audiointerp.train.rundir import plan_run
         plan_run(load_config("classifier", sys.argv[1:]))
         os.kill(os.getpid(), signal.SIGKILL)
@@ -109,7 +109,7 @@ def test_the_lock_of_a_killed_run_is_taken_over_by_the_next_process(tmp_path: Pa
 
 PAUSING_RUNNER = textwrap.dedent("""
     import os, sys, time
-    from audiointerp.configs import load_config
+    from audiointerp.train.config import load_config
     from audiointerp.train import trainer
 
     pause_at, paused, go = int(sys.argv[1]), sys.argv[2], sys.argv[3]

@@ -10,15 +10,14 @@ from typing import Optional
 import numpy as np
 import pytest
 import torch
-
 from sklearn.linear_model import LogisticRegression
 
-from audiointerp.analysis.store import ActivationStore, write_store
-from audiointerp.configs import load_config
+from audiointerp.datasets.store import ActivationStore, write_store
 from audiointerp.errors import ConfigError
-from audiointerp.evaluation.concepts import decompose, prepare
-from audiointerp.train.tasks.concepts import ConceptBottleneck
-from audiointerp.train.tasks.registry import task_class
+from audiointerp.evaluation.sparse_coding import decompose, prepare
+from audiointerp.models.concept_bottleneck import ConceptBottleneck
+from audiointerp.train.config import load_config
+from audiointerp.train.tasks import task_class
 from audiointerp.train.trainer import Trainer
 
 CONCEPTS = ["wood", "metal", "glass", "stone"]

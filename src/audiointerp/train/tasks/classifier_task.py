@@ -13,10 +13,10 @@ from torch.utils.data import Dataset
 from audiointerp.errors import ConfigError
 from audiointerp.evaluation import metrics as M
 from audiointerp.evaluation.plots import confusion_figure
+from audiointerp.evaluation.results import AudioClip, EvalResult, Table
 from audiointerp.models import build_pipeline
 from audiointerp.train.data import manifest_splits
-from audiointerp.train.tasks.base import AudioClip, EvalResult, Table, Task, TaskConfig, TaskData
-from audiointerp.train.tasks.registry import register_task
+from audiointerp.train.tasks.base import Task, TaskConfig, TaskData, register_task
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`flow`: the disentangling invertible flow of Esser et al. 2020 on one layer of an activation store (Dick et al.).
 
 The store's layer goes through an invertible scaler -> PCA -> scaler pipeline; the flow sees the first D
-components (the rest pass through unchanged, see `analysis/pca.py`). Its code splits into `[residual, factor 1,
+components (the rest pass through unchanged, see `models/pca.py`). Its code splits into `[residual, factor 1,
 ...]` blocks of `factor_dims`. Two losses (`losses/factor.py`):
 
 - `task.loss=pairs` (Esser et al.'s IIN): pairs of clips that share one drawn factor's value (`FactorPairs`); the
@@ -36,15 +36,14 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from audiointerp.analysis.pca import InvertiblePCA
-from audiointerp.analysis.store import ActivationStore, StoreError
-from audiointerp.configs import closest
-from audiointerp.errors import ConfigError
+from audiointerp.datasets.store import ActivationStore, StoreError
+from audiointerp.errors import ConfigError, closest
 from audiointerp.evaluation.plots import factor_scatter
+from audiointerp.evaluation.results import EvalResult
 from audiointerp.losses import FactorLoss, SupervisedFactorLoss, estimate_factor_dims
 from audiointerp.models.flow import Flow
-from audiointerp.train.tasks.base import EvalResult, Task, TaskConfig, TaskData
-from audiointerp.train.tasks.registry import register_task
+from audiointerp.models.pca import InvertiblePCA
+from audiointerp.train.tasks.base import Task, TaskConfig, TaskData, register_task
 
 log = logging.getLogger("audiointerp")
 

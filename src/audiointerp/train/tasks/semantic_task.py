@@ -16,7 +16,7 @@ lengths are padded in a batch with their `length`, and a clip's outputs and embe
 examples (the paper's sound-averaged scores). Averaging happens inside `eval_step`, so the tensors gathered over
 processes are per clip.
 
-Ranking: `task.ties` is one rule for both networks (`evaluation.semantic.word_scores`): average ranks by default,
+Ranking: `task.ties` is one rule for both networks (`evaluation.ranking.word_scores`): average ranks by default,
 or a cosine tie-break for both.
 """
 
@@ -37,13 +37,14 @@ from audiointerp.datasets.embeddings import WordVectors, embed_words, glove_6b_5
 from audiointerp.datasets.sampling import ClusterBalancedSampler, clip_clusters, cluster_coverage, cluster_words
 from audiointerp.datasets.vocabulary import Vocabulary, manifest_words, tokenize
 from audiointerp.errors import ConfigError, DatasetError
-from audiointerp.evaluation import rsa, semantic
+from audiointerp.evaluation import ranking, rdm
 from audiointerp.evaluation.plots import amcss_curves, rdm_panels
+from audiointerp.evaluation.results import EvalResult
 from audiointerp.losses import AngularDistanceLoss, MultiHotBCELoss, ReconstructionLoss
 from audiointerp.models import build, build_frontend
+from audiointerp.models.frontends import AudioPipeline
 from audiointerp.train.data import check_manifest_splits, manifest_dataset
-from audiointerp.train.tasks.base import EvalResult, Task, TaskConfig, TaskData
-from audiointerp.train.tasks.registry import register_task
+from audiointerp.train.tasks.base import Task, TaskConfig, TaskData, register_task
 
 log = logging.getLogger("audiointerp")
 
@@ -226,8 +227,6 @@ class _VGGishTask(Task):
         return {"rsa_features": clip_means(activation, owner, counts).float()}
 
     def export_module(self) -> nn.Module:
-        from audiointerp.models.frontends import AudioPipeline
-
         return AudioPipeline(self.frontend, self.network)
 
     def _rdm_evaluation(self, embeddings: np.ndarray, indices: np.ndarray, dataset: Dataset,
@@ -241,16 +240,16 @@ class _VGGishTask(Task):
         macro = _macro_labels(dataset, task_cfg.macro_column, indices)
         if macro is not None and len(set(macro)) > 1:
             order = np.argsort(np.asarray(macro), kind="stable")
-            model_rdm = rsa.rdm(embeddings[order], metric="cosine")
-            macro_rdm = rsa.category_rdm([macro[i] for i in order])
-            metrics["macro_rdm_correlation"] = rsa.rdm_correlation(model_rdm, macro_rdm, method="spearman")
+            model_rdm = rdm.rdm(embeddings[order], metric="cosine")
+            macro_rdm = rdm.category_rdm([macro[i] for i in order])
+            metrics["macro_rdm_correlation"] = rdm.rdm_correlation(model_rdm, macro_rdm, method="spearman")
             figures["rdms"] = rdm_panels({"embedding layer (cosine)": model_rdm, f"{task_cfg.macro_column} (0/1)": macro_rdm},
                                          labels=[macro[i] for i in order])
             arrays["embedding_rdm"] = model_rdm
             arrays["macro_labels"] = np.asarray([macro[i] for i in order])
         if task_cfg.dissimilarities:
             ids = [Path(dataset_row(dataset, int(i)).path).stem for i in indices]
-            target, target_ids = rsa.load_dissimilarities(task_cfg.dissimilarities)
+            target, target_ids = rdm.load_dissimilarities(task_cfg.dissimilarities)
             shared = [k for k, sound in enumerate(ids) if sound in set(target_ids)]
             if len(shared) < 6:
                 raise DatasetError(f"only {len(shared)} evaluated sounds appear in {task_cfg.dissimilarities}; "
@@ -258,7 +257,7 @@ class _VGGishTask(Task):
             position = {sound: j for j, sound in enumerate(target_ids)}
             pick = [position[ids[k]] for k in shared]
             features = embeddings if rsa_features is None else rsa_features
-            result = rsa.rsa_cv(rsa.rdm(features[shared], metric="cosine"), target[np.ix_(pick, pick)],
+            result = rdm.rsa_cv(rdm.rdm(features[shared], metric="cosine"), target[np.ix_(pick, pick)],
                                 n_folds=int(task_cfg.rsa_folds), seed=int(self.cfg.train.seed))
             metrics["rsa_r2cv"] = float(result["r2_cv"])
         return metrics, figures, arrays
@@ -434,10 +433,10 @@ class SemanticTask(_VGGishTask):
         true_words = [dataset.word_ids[int(i)] for i in indices]
         dictionary = self.dictionary.numpy()
         metrics = {"loss": float(self.criterion(output, outputs["target"])), "examples": float(len(indices))}
-        scores, tie_break = semantic.word_scores(output.numpy(), dictionary, target=self.target, ties=str(task.ties),
+        scores, tie_break = ranking.word_scores(output.numpy(), dictionary, target=self.target, ties=str(task.ties),
                                                  top_k=min(int(n) for n in task.top_n))
-        metrics["ranking_score"] = float(semantic.ranking_score(scores, true_words, tie_break=tie_break).mean())
-        curve = semantic.amcss_curve(scores, true_words, dictionary, top_ns=list(task.top_n), tie_break=tie_break,
+        metrics["ranking_score"] = float(ranking.ranking_score(scores, true_words, tie_break=tie_break).mean())
+        curve = ranking.amcss_curve(scores, true_words, dictionary, top_ns=list(task.top_n), tie_break=tie_break,
                                      ties="average")
         metrics.update({f"amcss@{n}": float(v) for n, v in curve.items()})
         rdm_metrics, figures, arrays = self._rdm_evaluation(outputs["embedding"].numpy(), indices, dataset,

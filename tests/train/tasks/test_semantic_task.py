@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiointerp.configs import load_config
 from audiointerp.datasets.sampling import ClusterBalancedSampler
+from audiointerp.train.config import load_config
 from audiointerp.train.export import export_run, load_export_task
 from audiointerp.train.trainer import Trainer
 
@@ -168,7 +168,7 @@ def test_cross_validated_rsa_against_a_dissimilarity_matrix(tiny_data: Path, tin
                                             f"task.dissimilarities={tmp_path / 'human.csv'}"])).fit()
     assert result.metrics["valid/rsa_r2cv"] < 0.5  # random points: the network does not predict them
     from audiointerp.datasets.audio import load_audio
-    from audiointerp.evaluation import rsa
+    from audiointerp.evaluation import rdm as rsa
     from audiointerp.train.evaluate import evaluate
     from audiointerp.train.export import task_from_checkpoint
 

@@ -19,8 +19,8 @@ from unittest.mock import patch
 import pytest
 from omegaconf import OmegaConf
 
-from audiointerp.configs import load_config
-from audiointerp.train.lock import FileLock, LockHeldError, held_lock
+from audiointerp.locks import FileLock, LockHeldError, held_lock
+from audiointerp.train.config import load_config
 from audiointerp.train.rundir import plan_run, release_run_lock, run_lock_path
 
 OVERRIDE = "set train.force_unlock=true"
@@ -41,7 +41,7 @@ def _record(path: Path, host: str, pid: int) -> None:
 def _try_lock_in_child(path: Path) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         import sys
-        from audiointerp.train.lock import FileLock, LockHeldError
+        from audiointerp.locks import FileLock, LockHeldError
         try:
             FileLock({str(path)!r}, "the thing", "force it").acquire()
         except LockHeldError as err:
@@ -117,7 +117,7 @@ def test_force_never_takes_a_lock_a_live_process_holds(tmp_path: Path) -> None:
     path = tmp_path / "x.lock"
     code = textwrap.dedent(f"""
         import sys, time
-        from audiointerp.train.lock import FileLock
+        from audiointerp.locks import FileLock
         FileLock({str(path)!r}, "the thing", "force it").acquire()
         print("held", flush=True)
         sys.stdin.readline()
@@ -137,7 +137,7 @@ def test_a_forked_child_outliving_the_holder_does_not_keep_its_lock(tmp_path: Pa
     path = tmp_path / "x.lock"
     code = textwrap.dedent(f"""
         import os, signal, time
-        from audiointerp.train.lock import FileLock
+        from audiointerp.locks import FileLock
         FileLock({str(path)!r}, "the thing", "force it").acquire()
         child = os.fork()
         if child == 0:
@@ -189,7 +189,7 @@ def test_plan_run_locks_the_run_it_chooses_outside_the_run_folder(tmp_path: Path
 def test_a_pruned_lock_folder_is_recreated_by_the_next_locker(tmp_path: Path) -> None:
     """Releasing removes the empty `.locks/<experiment>` folders; one that vanishes between another process's
     mkdir and its open is made again, and a folder still holding another run's lock is kept."""
-    from audiointerp.train.lock import FileLock
+    from audiointerp.locks import FileLock
 
     first = FileLock(tmp_path / ".locks" / "exp" / "a.lock", "run a", "", prune=2).acquire()
     second = FileLock(tmp_path / ".locks" / "exp" / "b.lock", "run b", "", prune=2).acquire()
@@ -218,8 +218,8 @@ def test_a_second_process_planning_a_locked_run_is_refused_naming_the_holder(tmp
     assert plan.run_dir == run and plan.resume_from is not None
     code = textwrap.dedent("""
         import sys
-        from audiointerp.configs import load_config
-        from audiointerp.train.lock import LockHeldError
+        from audiointerp.train.config import load_config
+        from audiointerp.locks import LockHeldError
         from audiointerp.train.rundir import plan_run
         try:
             plan_run(load_config("classifier", sys.argv[1:]))
@@ -278,7 +278,7 @@ def test_without_flock_support_the_recorded_holder_decides(tmp_path: Path, monke
     """Lustre mounted without flock and some FUSE mounts fail flock with ENOSYS: the lock must still work."""
     import errno
 
-    import audiointerp.train.lock as lock_module
+    import audiointerp.locks as lock_module
 
     def no_flock(fd: int, operation: int) -> None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
