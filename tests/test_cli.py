@@ -3,6 +3,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from audiointerp.cli import main
 
 
@@ -35,6 +37,40 @@ def test_errors_exit_with_status_2_and_name_the_cause(tmp_path: Path, tiny_overr
 def test_listings(capsys) -> None:
     assert main(["models"]) == 0 and "small_cnn" in capsys.readouterr().out
     assert main(["configs"]) == 0 and "classifier" in capsys.readouterr().out
+    assert main(["configs", "list"]) == 0 and "classifier" in capsys.readouterr().out.splitlines()
+
+
+def test_configs_show_prints_the_resolved_config(capsys) -> None:
+    import yaml
+
+    from audiointerp.train import config
+
+    if not hasattr(config, "show_config"):
+        pytest.skip("train.config.show_config is not there yet")
+    assert main(["configs", "show", "classifier", "train.epochs=7"]) == 0
+    text = capsys.readouterr().out
+    assert text.rstrip("\n") == config.show_config("classifier", ["train.epochs=7"]).rstrip("\n")
+    assert yaml.safe_load(text)["train"]["epochs"] == 7
+    assert main(["configs", "show", "classifer"]) == 2
+    assert "did you mean 'classifier'" in capsys.readouterr().err
+
+
+def test_help_builds_no_analysis_and_each_command_fills_its_own_options(capsys) -> None:
+    """`audiointerp --help` and `analyze --help` import no analysis module; `analyze NAME --help` shows the
+    options built from that module's Settings, with their help and defaults."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from audiointerp.cli import build_parser; build_parser().format_help(); "
+            "print(sorted(m for m in sys.modules if m.startswith('audiointerp.analysis') or m in ('torch', 'sklearn')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    with pytest.raises(SystemExit):
+        main(["analyze", "decode", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal's width
+    assert "--factor FACTOR" in text and "--instances INSTANCES" in text and "(default: 3000)" in text
+    with pytest.raises(SystemExit):
+        main(["analyze", "probe", "--help"])
+    assert "95% intervals" in " ".join(capsys.readouterr().out.split())
 
 
 def six_class_manifest(tiny_data: Path, out: Path) -> Path:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.train.tasks.test_flow_task import flow_config
 
 from audiointerp.analysis import ActivationStore, ExtractSettings, StoreError, extract
 from audiointerp.analysis import manipulate as manipulate_module
@@ -20,6 +19,7 @@ from audiointerp.datasets.manifest import ManifestDataset
 from audiointerp.datasets.store import write_store
 from audiointerp.train.export import export_run
 from audiointerp.train.trainer import Trainer
+from tests.train.tasks.test_flow_task import flow_config
 
 GENEROUS = dict(clips=120, repeats=4, valley_width=1.0, typical_radius=1.5)  # a random flow's classes overlap
 

@@ -113,3 +113,16 @@ def test_527_class_checkpoint_into_50_classes_skips_only_the_head(model: PaSSTNe
 def test_checkpoint_with_another_input_tdim_is_refused(checkpoint: Path) -> None:
     with pytest.raises(CheckpointError, match="time_new_pos_embed"):
         build("passt", num_classes=527, input_tdim=500, checkpoint=checkpoint)
+
+
+def test_patchout_longer_than_the_clip_is_refused_in_training() -> None:
+    """s_patchout_t=10 on a 1 s clip (9 time patches): hear21passt's randperm(9)[:-1] would keep 8 columns silently."""
+    from audiointerp.errors import ConfigError
+
+    net = build(DEFAULT_ARCH, num_classes=3, s_patchout_t=10).train()
+    with pytest.raises(ConfigError, match=r"drops 10 time patches .* only 9"):
+        net(mel(frames=100))
+    net.eval()
+    assert net(mel(frames=100)).shape == (1, 3)  # no patchout at evaluation
+    net.train()
+    assert net(mel(frames=200)).shape == (1, 3)  # 19 patches: 9 kept

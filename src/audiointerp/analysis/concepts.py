@@ -11,8 +11,7 @@ concept weights against the same probe on the dense embeddings.
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -22,26 +21,56 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from audiointerp.datasets.embeddings import word_vector_dictionary
+from audiointerp.analysis.command import AnalysisResult, Input, write_csv
+from audiointerp.datasets.embeddings import glove_6b_50d, load_word_vectors, word_vector_dictionary
 from audiointerp.datasets.store import ActivationStore, StoreError, clip_embeddings
+from audiointerp.datasets.vocabulary import audio_concepts
 from audiointerp.evaluation.plots import save_figure
 from audiointerp.evaluation.sparse_coding import decompose, prepare, reconstruction_cosine, top_concepts
+from audiointerp.models import build
+from audiointerp.models.clap import load_pretrained
 from audiointerp.train.tasks.concepts_task import run_vectors
 from audiointerp.train.tracking import analysis_tracking
 
-__all__ = ["ConceptSettings", "analyse", "clap_dictionary", "clip_embeddings", "run_vectors", "word_vector_dictionary"]
+__all__ = ["ConceptSettings", "Result", "Settings", "analyse", "clap_dictionary", "clip_embeddings", "run", "run_vectors", "summary",
+           "word_vector_dictionary"]
+
+
+ENCODERS = ("word-vectors", "clap")
 
 
 @dataclass
-class ConceptSettings:
-    layer: str  # the store layer holding the audio embeddings
-    l1s: Sequence[float] = field(default_factory=lambda: [0.0, 0.01, 0.05, 0.1, 0.15])  # sparsity penalties
-    report_l1: float = 0.05  # the l1 whose top concepts are listed per sound
-    top: int = 5  # concepts listed per sound
-    factor: Optional[str] = None  # a clip-table column probed from sparse weights and from dense embeddings
-    folds: int = 5  # cross-validation folds of that probe
-    max_sounds: Optional[int] = None  # at most this many sounds, drawn at random (None: all)
-    seed: int = 0  # the sound sample and the probe's folds
+class Settings:
+    """What `analyze concepts` decomposes, over which concepts, and what it reports (see the module docstring)."""
+
+    layer: str = field(metadata={"help": "the store layer holding the audio embeddings"})
+    l1s: Sequence[float] = field(default_factory=lambda: [0.0, 0.01, 0.05, 0.1, 0.15], metadata={
+        "help": "sparsity penalties", "flag": "--l1", "many": "+"})
+    report_l1: float = field(default=0.05, metadata={"help": "the l1 whose top concepts are listed per sound"})
+    top: int = field(default=5, metadata={"help": "concepts listed per sound"})
+    factor: Optional[str] = field(default=None, metadata={
+        "help": "a clip-table column probed from sparse weights and from dense embeddings"})
+    folds: int = field(default=5, metadata={"help": "cross-validation folds of that probe"})
+    max_sounds: Optional[int] = field(default=None, metadata={
+        "help": "at most this many sounds, drawn at random (default: all)"})
+    seed: int = field(default=0, metadata={"help": "the sound sample and the probe's folds"})
+    vocabulary: Optional[str] = field(default=None, metadata={
+        "help": "concepts, one per line (default: the shipped audio vocabulary)"})
+    encoder: str = field(default="word-vectors", metadata={
+        "help": "how concepts are embedded: word vectors, or CLAP's text tower (the store then holds CLAP's embedding "
+                "layer)", "choices": ENCODERS})
+    vectors: str = field(default="glove-6b-50d", metadata={
+        "help": "glove-6b-50d (audiointerp[glove]), a word-vector file, or a semDNN run or export folder (its own "
+                "dictionary)"})
+    clap: Optional[str] = field(default=None, metadata={
+        "help": "with --encoder clap: a local CLAP folder (model and processor)"})
+
+
+ConceptSettings = Settings  # the name before every analysis had a `Settings`
+
+INPUTS = (Input("store", "an activation store whose --layer lives in the word vectors' space (e.g. a semDNN's "
+                "output)"),)
+DEFAULT_OUT = "STORE/concepts"
 
 
 def clap_dictionary(vocabulary: Sequence[str], network, tokenizer) -> tuple[list[str], np.ndarray]:
@@ -49,7 +78,7 @@ def clap_dictionary(vocabulary: Sequence[str], network, tokenizer) -> tuple[list
     return list(vocabulary), network.text_embeddings(list(vocabulary), tokenizer)
 
 
-def probe_accuracy(x: np.ndarray, labels: np.ndarray, settings: ConceptSettings) -> float:
+def probe_accuracy(x: np.ndarray, labels: np.ndarray, settings: Settings) -> float:
     """Cross-validated accuracy of a logistic-regression probe of `labels` from `x`."""
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     folds = StratifiedKFold(settings.folds, shuffle=True, random_state=settings.seed)
@@ -57,7 +86,7 @@ def probe_accuracy(x: np.ndarray, labels: np.ndarray, settings: ConceptSettings)
 
 
 def analyse(store: ActivationStore, vocabulary: Sequence[str], dictionary: np.ndarray,
-            settings: ConceptSettings) -> dict[str, Any]:
+            settings: Settings) -> dict[str, Any]:
     """The sweep over l1 (rows), the top concepts per sound at `report_l1`, and the dense probe accuracy."""
     sounds = np.arange(len(store))
     if settings.max_sounds is not None and settings.max_sounds < len(store):
@@ -110,22 +139,16 @@ def concepts_figure(result: dict[str, Any], factor: Optional[str] = None):
     return fig
 
 
-def write_concepts(result: dict[str, Any], store: ActivationStore, out: Path, settings: ConceptSettings) -> list[Path]:
+def write_concepts(result: dict[str, Any], store: ActivationStore, out: Path, settings: Settings) -> list[Path]:
     """sparsity.csv, top_concepts.csv (a row per sound) and concepts.png in `out`."""
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "sparsity.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(result["rows"][0]) + ["dense_accuracy"])
-        writer.writeheader()
-        writer.writerows({**row, "dense_accuracy": result["dense_accuracy"]} for row in result["rows"])
     paths = store.column("path")
-    with open(out / "top_concepts.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "path", "l1", "concepts"])
-        writer.writerows([i, paths[i], settings.report_l1, "; ".join(f"{name} {weight:.3f}" for name, weight in top)]
-                         for i, top in zip(result["sounds"], result["top"]))
-    figure = save_figure(concepts_figure(result, settings.factor), out / "concepts.png")
-    return [out / "sparsity.csv", out / "top_concepts.csv", figure]
+    tops = [{"index": i, "path": paths[i], "l1": settings.report_l1,
+             "concepts": "; ".join(f"{name} {weight:.3f}" for name, weight in top)}
+            for i, top in zip(result["sounds"], result["top"])]
+    return [write_csv(out / "sparsity.csv", [{**row, "dense_accuracy": result["dense_accuracy"]} for row in result["rows"]],
+                      list(result["rows"][0]) + ["dense_accuracy"]),
+            write_csv(out / "top_concepts.csv", tops, ["index", "path", "l1", "concepts"]),
+            save_figure(concepts_figure(result, settings.factor), out / "concepts.png")]
 
 
 def track_concepts(result: dict[str, Any], out: Path, name: str, settings: dict, factor: Optional[str] = None,
@@ -137,3 +160,63 @@ def track_concepts(result: dict[str, Any], out: Path, name: str, settings: dict,
         tracking.log({f"concepts/{k}": v for k, v in row.items()}, step, float(step))
     tracking.log_figures({"concepts": concepts_figure(result, factor)}, len(result["rows"]), "concepts")
     tracking.finish()
+
+
+def concept_dictionary(settings: Settings) -> tuple[list[str], np.ndarray]:
+    """(the concepts that have an embedding, their embeddings [K, D]): the vocabulary (`settings.vocabulary`, or
+    the shipped one) through CLAP's text tower, a semDNN run's or export's own dictionary, GloVe or a word-vector
+    file, as `settings.encoder` and `settings.vectors` say."""
+    concepts = audio_concepts(settings.vocabulary)
+    if settings.encoder not in ENCODERS:
+        raise ValueError(f"encoder {settings.encoder!r}; choose one of {', '.join(ENCODERS)}")
+    if settings.encoder == "clap":
+        if not settings.clap:
+            raise ValueError("--encoder clap needs --clap FOLDER (a local CLAP model with its processor)")
+        network = build("clap", pretrained=settings.clap)
+        return clap_dictionary(concepts, network, load_pretrained(settings.clap, "ClapProcessor").tokenizer)
+    if Path(settings.vectors).is_dir():  # a semDNN run or export: its own dictionary and tokenizer
+        vectors, words = run_vectors(settings.vectors)
+        return word_vector_dictionary(concepts, vectors, words)
+    vectors = glove_6b_50d() if settings.vectors == "glove-6b-50d" else load_word_vectors(settings.vectors)
+    return word_vector_dictionary(concepts, vectors)
+
+
+@dataclass
+class Result(AnalysisResult):
+    """`run`'s answer: `rows` are the sweep over l1 (sparsity.csv without its dense_accuracy column)."""
+
+    settings: Settings
+    top: list[list[tuple[str, float]]]  # per sound, its top concepts and weights at `settings.report_l1`
+    dense_accuracy: Optional[float]  # the probe on the dense embeddings (None without a factor)
+    concepts: int  # concepts with an embedding
+    sounds: np.ndarray  # store indices of the sounds decomposed
+
+
+def run(settings: Settings, store: str | Path | ActivationStore, out: Optional[Path] = None, tracking: str = "wandb",
+        progress: bool = True, name: Optional[str] = None) -> Result:
+    """Decompose the layer's embeddings over the concepts' (`concept_dictionary`), write the tables and figure to
+    `out` (default: STORE/concepts) and track them in a W&B run `name` (default: concepts-STORE) of job type
+    analysis (`tracking="none"`: metrics.jsonl only). `progress` is accepted for the common shape (no bars here)."""
+    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    vocabulary, dictionary = concept_dictionary(settings)
+    result = analyse(store, vocabulary, dictionary, settings)
+    out = Path(out or store.folder / "concepts")
+    files = write_concepts(result, store, out, settings)
+    track_concepts(result, out, name or f"concepts-{store.folder.name}", asdict(settings), settings.factor, tracking)
+    return Result(result["rows"], out, files, settings, result["top"], result["dense_accuracy"], result["concepts"],
+                  result["sounds"])
+
+
+def summary(result: Result) -> str:
+    """Concepts and sounds, a line per l1, the dense probe, the first five sounds' top concepts, the folder."""
+    factor = result.settings.factor
+    lines = [f"{result.concepts} concepts with vectors, {len(result.sounds)} sounds"]
+    for row in result.rows:
+        accuracy = f", {factor} accuracy {row['sparse_accuracy']:.3f}" if "sparse_accuracy" in row else ""
+        lines.append(f"l1 {row['l1']:g}: {row['nonzero']:.1f} concepts per sound, reconstruction cosine {row['cosine']:.3f}{accuracy}")
+    if result.dense_accuracy is not None:
+        lines.append(f"dense embeddings: {factor} accuracy {result.dense_accuracy:.3f}")
+    for index, top in list(zip(result.sounds, result.top))[:5]:
+        lines.append(f"sound {index}: " + ", ".join(f"{name} ({weight:.2f})" for name, weight in top))
+    lines.append(f"wrote {result.out}")
+    return "\n".join(lines)

@@ -10,11 +10,10 @@ Writes `decoding.csv` (a row per layer, factor and fold), `decoding_summary.csv`
 
 from __future__ import annotations
 
-import csv
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 from scipy import stats
@@ -25,21 +24,32 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from audiointerp.analysis.command import AnalysisResult, Input, write_csv
 from audiointerp.datasets.store import ActivationStore, StoreError
 from audiointerp.evaluation.plots import save_figure
 from audiointerp.train.tracking import analysis_tracking
 
 
 @dataclass
-class DecodeSettings:
-    factors: Sequence[str]  # clip-table columns to decode (e.g. material, action)
-    layers: Optional[Sequence[str]] = None  # default: every layer of the store, in order
-    instances: int = 3000  # random clips per layer (all when fewer)
-    components: int = 64  # PCA components (capped by the data)
-    neighbors: int = 10  # k of the KNN classifier
-    folds: int = 10  # cross-validation folds
-    alpha: float = 0.05  # family-wise significance level (Bonferroni)
-    seed: int = 0  # the clip sample and the folds
+class Settings:
+    """What `analyze decode` computes (see the module docstring)."""
+
+    factors: Sequence[str] = field(metadata={"help": "a clip-table column to decode, e.g. material (repeatable)",
+                                             "flag": "--factor", "many": "append"})
+    layers: Optional[Sequence[str]] = field(default=None, metadata={
+        "help": "comma-separated layers (default: every layer of the store, in order)", "many": "comma"})
+    instances: int = field(default=3000, metadata={"help": "random clips per layer (all when fewer)"})
+    components: int = field(default=64, metadata={"help": "PCA components (capped by the data)"})
+    neighbors: int = field(default=10, metadata={"help": "k of the KNN classifier"})
+    folds: int = field(default=10, metadata={"help": "cross-validation folds"})
+    alpha: float = field(default=0.05, metadata={"help": "family-wise significance level (Bonferroni)"})
+    seed: int = field(default=0, metadata={"help": "the clip sample and the folds"})
+
+
+DecodeSettings = Settings  # the name before every analysis had a `Settings`
+
+INPUTS = (Input("store", "an activation store (audiointerp extract)"),)
+DEFAULT_OUT = "STORE/decoding"
 
 
 @dataclass
@@ -50,7 +60,7 @@ class DecodeResult:
     seconds_per_layer: float
 
 
-def _folds(labels: dict[str, np.ndarray], settings: DecodeSettings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _folds(labels: dict[str, np.ndarray], settings: Settings) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The cross-validation folds, shared by every layer and factor: stratified on the factors' joint classes when
     each has at least `folds` clips, else on the first factor."""
     joint = np.array(["|".join(values) for values in zip(*labels.values())])
@@ -59,7 +69,7 @@ def _folds(labels: dict[str, np.ndarray], settings: DecodeSettings) -> Iterator[
     yield from StratifiedKFold(settings.folds, shuffle=True, random_state=settings.seed).split(strata, strata)
 
 
-def decode(store: ActivationStore, settings: DecodeSettings, progress: bool = True) -> DecodeResult:
+def decode(store: ActivationStore, settings: Settings, progress: bool = True) -> DecodeResult:
     """Cross-validated KNN accuracy per layer and factor, and the t-tests."""
     layers = list(settings.layers or store.layers)
     rng = np.random.default_rng(settings.seed)
@@ -124,29 +134,21 @@ def decoding_figure(result: DecodeResult, layers: Sequence[str]):
     return fig
 
 
+def summary_rows(result: DecodeResult, layers: Sequence[str]) -> list[dict[str, Any]]:
+    """A row per factor and layer: mean and standard deviation of the fold accuracies, and whether it is the best."""
+    return [{"factor": factor, "layer": layer, "mean_accuracy": float(per_layer[layer].mean()),
+             "std_accuracy": float(per_layer[layer].std(ddof=1)), "best": layer == result.best[factor]}
+            for factor, per_layer in result.scores.items() for layer in layers]
+
+
 def write_decoding(result: DecodeResult, layers: Sequence[str], out: Path) -> list[Path]:
     """decoding.csv (per fold), decoding_summary.csv, tests.csv and decoding.png in `out`."""
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "decoding.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["factor", "layer", "fold", "accuracy"])
-        for factor, per_layer in result.scores.items():
-            for layer in layers:
-                writer.writerows([factor, layer, fold, float(score)] for fold, score in enumerate(per_layer[layer]))
-    with open(out / "decoding_summary.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["factor", "layer", "mean_accuracy", "std_accuracy", "best"])
-        for factor, per_layer in result.scores.items():
-            for layer in layers:
-                writer.writerow([factor, layer, float(per_layer[layer].mean()), float(per_layer[layer].std(ddof=1)),
-                                 layer == result.best[factor]])
-    with open(out / "tests.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(result.tests[0]) if result.tests else ["factor"])
-        writer.writeheader()
-        writer.writerows(result.tests)
-    figure = save_figure(decoding_figure(result, layers), out / "decoding.png")
-    return [out / "decoding.csv", out / "decoding_summary.csv", out / "tests.csv", figure]
+    folds = [{"factor": factor, "layer": layer, "fold": fold, "accuracy": float(score)}
+             for factor, per_layer in result.scores.items() for layer in layers for fold, score in enumerate(per_layer[layer])]
+    return [write_csv(out / "decoding.csv", folds, ["factor", "layer", "fold", "accuracy"]),
+            write_csv(out / "decoding_summary.csv", summary_rows(result, layers)),
+            write_csv(out / "tests.csv", result.tests, None if result.tests else ["factor"]),
+            save_figure(decoding_figure(result, layers), out / "decoding.png")]
 
 
 def track_decoding(result: DecodeResult, layers: Sequence[str], out: Path, name: str, settings: dict,
@@ -158,3 +160,38 @@ def track_decoding(result: DecodeResult, layers: Sequence[str], out: Path, name:
         tracking.log({f"decode/{f}": float(result.scores[f][layer].mean()) for f in result.scores}, step, float(step))
     tracking.log_figures({"decoding": decoding_figure(result, layers)}, len(layers), "decode")
     tracking.finish()
+
+
+@dataclass
+class Result(AnalysisResult):
+    """`run`'s answer: `rows` are decoding_summary.csv's (a row per factor and layer)."""
+
+    settings: Settings
+    layers: list[str]  # the layers decoded, in order
+    decoding: DecodeResult  # the fold accuracies, the best layers and the t-tests
+
+
+def run(settings: Settings, store: str | Path | ActivationStore, out: Optional[Path] = None, tracking: str = "wandb",
+        progress: bool = True, name: Optional[str] = None) -> Result:
+    """Decode, write the tables and the figure to `out` (default: STORE/decoding), and track them in a W&B run
+    `name` (default: decode-STORE) of job type analysis (`tracking="none"`: metrics.jsonl only)."""
+    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    decoding = decode(store, settings, progress=progress)
+    layers = list(settings.layers or store.layers)
+    out = Path(out or store.folder / "decoding")
+    files = write_decoding(decoding, layers, out)
+    track_decoding(decoding, layers, out, name or f"decode-{store.folder.name}", asdict(settings), tracking)
+    return Result(summary_rows(decoding, layers), out, files, settings, layers, decoding)
+
+
+def summary(result: Result) -> str:
+    """Per factor its best layer and mean accuracies, then the t-tests, the time per layer and the folder."""
+    decoding, lines = result.decoding, []
+    for factor in result.settings.factors:
+        means = ", ".join(f"{layer} {decoding.scores[factor][layer].mean():.3f}" for layer in result.layers)
+        lines.append(f"{factor}: best {decoding.best[factor]}; {means}")
+    for row in decoding.tests:
+        lines.append(f"{row['factor']}: {row['layer_b']} vs {row['layer_a']}: t({row['df']}) = {row['t']:.2f}, "
+                     f"p = {row['p']:.3g}, Bonferroni p = {row['p_bonferroni']:.3g}")
+    lines.append(f"{decoding.seconds_per_layer:.1f} s per layer; wrote {result.out}")
+    return "\n".join(lines)

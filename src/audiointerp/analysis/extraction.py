@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -38,26 +38,34 @@ from audiointerp.models.registry import export_weights, needs_classes, sha256
 from audiointerp.train.export import load_export, verify_export
 
 POOLING = ("none", "mean", "window")
+DTYPES = ("float32", "float16")
 
 
 @dataclass
 class ExtractSettings:
-    """What a store holds; a resumed extraction must ask for the same."""
+    """What a store holds; a resumed extraction must ask for the same. Each field's `metadata` holds its help and
+    its command-line form (see `analysis.command`): `audiointerp extract` is built from these fields."""
 
-    model: str  # a zoo name or an export folder
-    data: str  # a manifest or dataset root
-    layers: list[str]  # tap names (numbers n are resolved to `layer<n>` or the n-th tap)
-    dtype: str = "float32"  # float32 | float16
-    pooling: str = "none"  # none | mean (over patches) | window (mean over `window` patches from `offset`)
-    window: int = 1  # patches per window (pooling=window)
-    offset: int = 0  # first patch of the window (pooling=window)
-    flatten: bool = False  # store each layer's activation as one vector per clip
-    chunk_size: int = 256  # clips per chunk (the unit of resuming and of sharding)
-    data_format: str = "auto"  # dataset layout (auto, manifest, esc50, ...)
-    folds: Optional[list[str]] = None  # only these folds (None: all)
-    checkpoint: Optional[str] = None  # local weights of a zoo model
-    num_classes: Optional[int] = None  # a fine-tuned checkpoint's head size (None: the released head, or the checkpoint's)
-    seed: int = 0  # seeds a zoo model's random initialisation (no checkpoint), the same in every process
+    model: str = field(metadata={"help": "a zoo name (with --checkpoint) or an export folder"})
+    data: str = field(metadata={"help": "a manifest CSV or dataset root"})
+    layers: list[str] = field(metadata={
+        "help": "comma-separated taps; a number n means layer<n> (or the n-th tap)", "many": "comma"})
+    dtype: str = field(default="float32", metadata={"help": "stored precision", "choices": DTYPES})
+    pooling: str = field(default="none", metadata={
+        "help": "over patches: none, mean, or the mean of --window patches from --offset", "choices": POOLING})
+    window: int = field(default=1, metadata={"help": "patches per window (--pooling window)"})
+    offset: int = field(default=0, metadata={"help": "first patch of the window (--pooling window)"})
+    flatten: bool = field(default=False, metadata={"help": "one vector per clip and layer"})
+    chunk_size: int = field(default=256, metadata={"help": "clips per chunk: the unit of resuming and sharding"})
+    data_format: str = field(default="auto", metadata={
+        "help": "dataset layout (auto, manifest, esc50, urbansound8k, fsd50k, msos)", "flag": "--format"})
+    folds: Optional[list[str]] = field(default=None, metadata={"help": "only these folds (default: all)", "many": "+"})
+    checkpoint: Optional[str] = field(default=None, metadata={"help": "local weights of a zoo model"})
+    num_classes: Optional[int] = field(default=None, metadata={
+        "help": "the head size of a fine-tuned checkpoint (default: a pretrained model's released head, the "
+                "checkpoint's own count, or for small_cnn/catdnn without a checkpoint the data's classes)"})
+    seed: int = field(default=0, metadata={
+        "help": "seeds a zoo model's random initialisation (no checkpoint), the same in every process"})
 
 
 def zoo_classes(settings: ExtractSettings, data_classes: Optional[int]) -> Optional[int]:
@@ -190,7 +198,7 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
     one a running writer holds)."""
     from accelerate import PartialState
 
-    if settings.dtype not in ("float32", "float16"):
+    if settings.dtype not in DTYPES:
         raise StoreError(f"dtype {settings.dtype!r}; choose float32 or float16")
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(out)

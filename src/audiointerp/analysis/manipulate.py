@@ -31,9 +31,8 @@ enough sounds) and `manipulation.png` (bars as in the paper's Fig. 2, standard e
 
 from __future__ import annotations
 
-import csv
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from scipy import stats
 from tqdm.auto import tqdm
 
+from audiointerp.analysis.command import AnalysisResult, Input, write_csv
 from audiointerp.analysis.extraction import store_pipeline
 from audiointerp.datasets.store import ActivationStore, StoreError
 from audiointerp.evaluation.plots import save_figure
@@ -58,22 +58,58 @@ EDITS = ("coordinate", "block")
 DISTANCES = ("P,M", "P,M->P", "P,M->Q", "Q,M", "Q,M->P", "Q,M->Q")  # (reference, compared output)
 
 
+def parse_pairs(items: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """Class pairs written FACTOR=P,Q (e.g. material=wood,metal), as factor -> [(p, q), ...] in the given order."""
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        factor, _, classes = item.partition("=")
+        p, _, q = classes.partition(",")
+        if not (factor and p and q):
+            raise ValueError(f"--pair {item!r}: write FACTOR=P,Q (e.g. material=wood,metal)")
+        pairs.setdefault(factor, []).append((p, q))
+    return pairs
+
+
 @dataclass
-class ManipulateSettings:
-    factors: Sequence[str]  # the factors whose code block is moved, one experiment each
-    within: Optional[str] = None  # the other factor, whose classes hold the sounds of an experiment (default: the flow's other one)
-    pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # factor -> class pairs (p, q); default random
-    repeats: int = 10  # random (p, q) pairs per class of the other factor (LatentAudio: 10)
-    clips: int = 8192  # random clips of the store (LatentAudio: 2^13)
-    valley_center: str = "midpoint"  # midpoint of the p and q means | subset_mean (LatentAudio's code)
-    valley_width: float = 0.2  # M: p-sounds within +- this of the valley's centre, in code units (LatentAudio: 0.2)
-    typical_radius: float = 0.3  # P, Q: sounds within this of their class mean (LatentAudio: 0.3)
-    max_triplets: Optional[int] = None  # distinct M sounds (triplets) per factor kept, seeded (None: all; the paper: 199)
-    output: str = "logits"  # logits | log_sigmoid (LatentAudio) | log_softmax: what distances are measured on
-    edit: str = "coordinate"  # coordinate: move M along the p -> q direction to the donor's value | block: replace the block
-    alpha: float = 0.05  # family-wise level per factor (Bonferroni over its four tests)
-    seed: int = 0  # the clip sample, the random pairs and the triplets
-    batch_size: int = 256  # clips per forward pass
+class Settings:
+    """What `analyze manipulate` moves, on which sounds, and what it measures (see the module docstring)."""
+
+    factors: Sequence[str] = field(metadata={
+        "help": "the factor whose code block is moved, e.g. material, one experiment each (repeatable)",
+        "flag": "--factor", "many": "append"})
+    within: Optional[str] = field(default=None, metadata={
+        "help": "the other factor whose classes hold each experiment (default: the flow's other one)"})
+    pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict, metadata={
+        "help": "a class pair FACTOR=P,Q (repeatable; default: random pairs)", "flag": "--pair", "many": "append",
+        "metavar": "FACTOR=P,Q", "convert": parse_pairs})
+    repeats: int = field(default=10, metadata={"help": "random (p, q) pairs per class of the other factor (LatentAudio: 10)"})
+    clips: int = field(default=8192, metadata={
+        "help": "random clips of the store among those the flow did not train on (LatentAudio: 2^13)"})
+    valley_center: str = field(default="midpoint", metadata={
+        "help": "centre of the atypical sounds' valley: the midpoint of the p and q means, or the mean of all sounds of "
+                "the other factor's class (LatentAudio's code)", "choices": CENTRES})
+    valley_width: float = field(default=0.2, metadata={
+        "help": "atypical M: p-sounds within this of the valley's centre, in code units (LatentAudio: 0.2)"})
+    typical_radius: float = field(default=0.3, metadata={
+        "help": "typical P, Q: sounds within this of their class mean (LatentAudio: 0.3)"})
+    max_triplets: Optional[int] = field(default=None, metadata={
+        "help": "distinct atypical sounds M (one triplet each) per factor kept for the tests, the same ones for the "
+                "same --seed (default: all; the paper: 199)"})
+    output: str = field(default="logits", metadata={
+        "help": "what the distances are measured on (LatentAudio: log_sigmoid)", "choices": OUTPUTS})
+    edit: str = field(default="coordinate", metadata={
+        "help": "move M's coordinate along the p -> q direction to the donor's value, or replace M's whole code block "
+                "with the donor's", "choices": EDITS})
+    alpha: float = field(default=0.05, metadata={"help": "family-wise level per factor (Bonferroni over its four tests)"})
+    seed: int = field(default=0, metadata={"help": "the clip sample, the pairs and the triplets"})
+    batch_size: int = field(default=256, metadata={"help": "clips per forward pass"})
+
+
+ManipulateSettings = Settings  # the name before every analysis had a `Settings`
+
+INPUTS = (Input("flow_export", "an export of a flow run (audiointerp train flow; audiointerp export)"),
+          Input("store", "an activation store of the same model and layer"))
+DEFAULT_OUT = "FLOW_EXPORT/manipulation"
 
 
 @dataclass
@@ -160,7 +196,7 @@ def held_out_clips(metadata: dict[str, Any], store: ActivationStore, flow_export
     return held_out
 
 
-def _select(s: np.ndarray, is_p: np.ndarray, is_q: np.ndarray, centre: float, settings: ManipulateSettings,
+def _select(s: np.ndarray, is_p: np.ndarray, is_q: np.ndarray, centre: float, settings: Settings,
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions (into the subset) of atypical M and typical P and Q sounds."""
     mean_p, mean_q = s[is_p].mean(), s[is_q].mean()
@@ -172,7 +208,7 @@ def _select(s: np.ndarray, is_p: np.ndarray, is_q: np.ndarray, centre: float, se
 
 
 def find_triplets(z: np.ndarray, sample: np.ndarray, values: np.ndarray, within: np.ndarray, factor: str,
-                  within_name: str, block: slice, settings: ManipulateSettings, rng: np.random.Generator,
+                  within_name: str, block: slice, settings: Settings, rng: np.random.Generator,
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Triplets (M, P, Q) of store indices for one factor, and the class pairs skipped for want of sounds. Each
     atypical sound M appears in one triplet at most (later class pairs skip the M sounds already used)."""
@@ -217,7 +253,7 @@ def find_triplets(z: np.ndarray, sample: np.ndarray, values: np.ndarray, within:
     return triplets, skipped
 
 
-def manipulate(flow_export: str | Path, store: ActivationStore, settings: ManipulateSettings,
+def manipulate(flow_export: str | Path, store: ActivationStore, settings: Settings,
                progress: bool = True) -> ManipulationResult:
     """Run the experiment for every factor of `settings` (a factor without any triplet is skipped with a warning;
     its class pairs are in `skipped`)."""
@@ -261,7 +297,7 @@ def manipulate(flow_export: str | Path, store: ActivationStore, settings: Manipu
 
 def _measure(tool: Manipulator, triplets: list[dict[str, Any]], block: slice, progress: bool,
              edit: str = "coordinate") -> None:
-    """Add the six output distances to each triplet (`edit`: see `ManipulateSettings`)."""
+    """Add the six output distances to each triplet (`edit`: see `Settings`)."""
     size = tool.batch_size
     for start in tqdm(range(0, len(triplets), size), desc="manipulate", unit="batch", disable=not progress, leave=False):
         rows = triplets[start:start + size]
@@ -337,18 +373,9 @@ def manipulation_figure(result: ManipulationResult, output: str = "logits"):
 
 def write_manipulation(result: ManipulationResult, out: Path, output: str = "logits") -> list[Path]:
     """triplets.csv, tests.csv, skipped.csv and manipulation.png in `out`."""
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, rows, columns in (
-            ("triplets.csv", result.triplets, ["factor", "within", "class", "p", "q", "m", "P", "Q", *DISTANCES]),
-            ("tests.csv", result.tests, list(result.tests[0]) if result.tests else ["factor"]),
-            ("skipped.csv", result.skipped, ["factor", "within", "class", "p", "q", "m", "P", "Q", "reason"])):
-        with open(out / name, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        written.append(out / name)
+    written = [write_csv(out / "triplets.csv", result.triplets, ["factor", "within", "class", "p", "q", "m", "P", "Q", *DISTANCES]),
+               write_csv(out / "tests.csv", result.tests, list(result.tests[0]) if result.tests else ["factor"]),
+               write_csv(out / "skipped.csv", result.skipped, ["factor", "within", "class", "p", "q", "m", "P", "Q", "reason"])]
     if result.triplets:
         written.append(save_figure(manipulation_figure(result, output), out / "manipulation.png"))
     return written
@@ -365,3 +392,38 @@ def track_manipulation(result: ManipulationResult, out: Path, name: str, setting
     tracking.log({f"manipulate/{t['factor']}/t_{t['reference']}_M_to_{t['moved_to']}": t["t"] for t in result.tests}, 0, 0.0)
     tracking.log_figures({"manipulation": manipulation_figure(result, output)}, 0, "manipulate")
     tracking.finish()
+
+
+@dataclass
+class Result(AnalysisResult):
+    """`run`'s answer: `rows` are tests.csv's (four paired t-tests per factor)."""
+
+    settings: Settings
+    manipulation: ManipulationResult  # the triplets with their distances, the tests, the class pairs skipped
+
+
+def run(settings: Settings, flow_export: str | Path, store: str | Path | ActivationStore, out: Optional[Path] = None,
+        tracking: str = "wandb", progress: bool = True, name: Optional[str] = None) -> Result:
+    """Run the experiment (`manipulate`), write the tables and bars to `out` (default: FLOW_EXPORT/manipulation)
+    and track them in a W&B run `name` (default: manipulate-STORE) of job type analysis (`tracking="none"`:
+    metrics.jsonl only). Raises StoreError, writing nothing, when no factor has a triplet."""
+    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    manipulation = manipulate(flow_export, store, settings, progress=progress)
+    if not manipulation.triplets:
+        raise StoreError("no class pair has both atypical and typical sounds: widen --valley-width or --typical-radius")
+    out = Path(out or Path(flow_export) / "manipulation")
+    files = write_manipulation(manipulation, out, settings.output)
+    track_manipulation(manipulation, out, name or f"manipulate-{store.folder.name}", asdict(settings), settings.output,
+                       tracking)
+    return Result(manipulation.tests, out, files, settings, manipulation)
+
+
+def summary(result: Result) -> str:
+    """A line per test (distances before and after, n, t, Bonferroni p), then the counts and the folder."""
+    lines = [f"{row['factor']}: d({row['reference']},M) {row['mean_before']:.3f} -> d({row['reference']},M->{row['moved_to']}) "
+             f"{row['mean_after']:.3f}: n = {row['n']} distinct M, t({row['df']}) = {row['t']:.2f}, "
+             f"Bonferroni p = {row['p_bonferroni']:.3g}{' (as expected)' if row['confirmed'] else ''}"
+             for row in result.rows]
+    manipulation = result.manipulation
+    lines.append(f"{len(manipulation.triplets)} triplets, {len(manipulation.skipped)} class pairs skipped; wrote {result.out}")
+    return "\n".join(lines)

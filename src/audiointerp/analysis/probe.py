@@ -14,11 +14,10 @@ Conditions: `column==value`, `column!=value`, `column in a,b,c`, `column not in 
 
 from __future__ import annotations
 
-import csv
 import inspect
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -28,6 +27,7 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from audiointerp.analysis.command import AnalysisResult, Input, write_csv
 from audiointerp.datasets.store import ActivationStore, StoreError
 from audiointerp.evaluation.plots import save_figure
 from audiointerp.train.tracking import analysis_tracking
@@ -57,20 +57,34 @@ def select(store: ActivationStore, where: str) -> np.ndarray:
 
 
 @dataclass
-class ProbeSettings:
-    factor: str  # the clip-table column to predict
-    train_where: Optional[str] = None  # condition of the training sounds (None: a random split, no transfer)
-    test_where: Optional[str] = None  # condition of the test sounds
-    layers: Optional[Sequence[str]] = None  # default: every layer of the store
-    cs: int = 10  # C values tried, log-spaced from 1e-4 to 1e4 (LogisticRegressionCV)
-    inner_folds: int = 5  # inner cross-validation folds that choose C
-    bootstrap: int = 1000  # resamples of the test sounds for the intervals
-    max_sounds: Optional[int] = None  # draw at most this many of the store's sounds at random first (None: all)
-    max_iter: int = 1000  # solver iterations
-    seed: int = 0  # the baseline split, the inner folds and the bootstrap
+class Settings:
+    """What `analyze probe` fits and reports (see the module docstring)."""
+
+    factor: str = field(metadata={"help": "the clip-table column to predict (e.g. material)"})
+    train_where: Optional[str] = field(default=None, metadata={
+        "help": "condition of the training sounds, e.g. 'hollow==1' or 'action in tapping,rubbing' (default: a random "
+                "80/20 split, no transfer)"})
+    test_where: Optional[str] = field(default=None, metadata={
+        "help": "condition of the test sounds (disjoint from the training ones)"})
+    layers: Optional[Sequence[str]] = field(default=None, metadata={
+        "help": "comma-separated layers (default: every layer of the store)", "many": "comma"})
+    cs: int = field(default=10, metadata={
+        "help": "C values tried by the inner cross-validation, log-spaced from 1e-4 to 1e4"})
+    inner_folds: int = field(default=5, metadata={"help": "inner cross-validation folds that choose C"})
+    bootstrap: int = field(default=1000, metadata={"help": "resamples of the test sounds for 95% intervals"})
+    max_sounds: Optional[int] = field(default=None, metadata={
+        "help": "draw at most this many of the store's sounds at random first (default: all)"})
+    max_iter: int = field(default=1000, metadata={"help": "solver iterations per fit"})
+    seed: int = field(default=0, metadata={"help": "the sound sample, the baseline split, the folds, the bootstrap"})
 
 
-def splits(store: ActivationStore, settings: ProbeSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+ProbeSettings = Settings  # the name before every analysis had a `Settings`
+
+INPUTS = (Input("store", "an activation store"),)
+DEFAULT_OUT = "STORE/probe-FACTOR"
+
+
+def splits(store: ActivationStore, settings: Settings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"transfer": (train, test), "no transfer": (train, test)} store indices; without conditions only the
     random split."""
     rng = np.random.default_rng(settings.seed)
@@ -109,7 +123,7 @@ def row_space(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def probe_layer(x: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
-                settings: ProbeSettings) -> dict[str, Any]:
+                settings: Settings) -> dict[str, Any]:
     """Fit on `train`, score on `test` (positions into x): accuracy, its interval, chance, and the chosen C."""
     classes = np.unique(labels[train])
     if len(classes) < 2:
@@ -134,7 +148,7 @@ def probe_layer(x: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.n
     return out
 
 
-def probe(store: ActivationStore, settings: ProbeSettings, progress: bool = True) -> list[dict[str, Any]]:
+def probe(store: ActivationStore, settings: Settings, progress: bool = True) -> list[dict[str, Any]]:
     """A row per layer and split: accuracy with its interval, chance, the chosen C."""
     labels = store.column(settings.factor)
     layers = list(settings.layers or store.layers)
@@ -182,13 +196,7 @@ def probe_figure(rows: list[dict[str, Any]], title: str = ""):
 
 def write_probe(rows: list[dict[str, Any]], out: Path, title: str = "") -> list[Path]:
     """probe.csv and probe.png in `out`."""
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "probe.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
-    return [out / "probe.csv", save_figure(probe_figure(rows, title), out / "probe.png")]
+    return [write_csv(out / "probe.csv", rows), save_figure(probe_figure(rows, title), out / "probe.png")]
 
 
 def track_probe(rows: list[dict[str, Any]], out: Path, name: str, settings: dict, title: str = "",
@@ -200,3 +208,36 @@ def track_probe(rows: list[dict[str, Any]], out: Path, name: str, settings: dict
         tracking.log({f"probe/{row['split']}": row["accuracy"] for row in rows if row["layer"] == layer}, step, float(step))
     tracking.log_figures({"probe": probe_figure(rows, title)}, len(rows), "probe")
     tracking.finish()
+
+
+@dataclass
+class Result(AnalysisResult):
+    """`run`'s answer: `rows` are probe.csv's (a row per layer and split)."""
+
+    settings: Settings
+    title: str  # the figure's title
+
+
+def run(settings: Settings, store: str | Path | ActivationStore, out: Optional[Path] = None, tracking: str = "wandb",
+        progress: bool = True, name: Optional[str] = None) -> Result:
+    """Probe every layer, write probe.csv and probe.png to `out` (default: STORE/probe-FACTOR), and track them in
+    a W&B run `name` (default: probe-STORE-FACTOR) of job type analysis (`tracking="none"`: metrics.jsonl only)."""
+    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    rows = probe(store, settings, progress=progress)
+    out = Path(out or store.folder / f"probe-{settings.factor}")
+    title = (f"{settings.factor}: train {settings.train_where}, test {settings.test_where}" if settings.train_where
+             else settings.factor)
+    files = write_probe(rows, out, title)
+    track_probe(rows, out, name or f"probe-{store.folder.name}-{settings.factor}", asdict(settings), title, tracking)
+    return Result(rows, out, files, settings, title)
+
+
+def summary(result: Result) -> str:
+    """A line per layer and split (accuracy, interval, chance, C, sizes), then the folder."""
+    lines = []
+    for row in result.rows:
+        interval = f" [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]" if "accuracy_low" in row else ""
+        lines.append(f"{row['layer']} {row['split']}: accuracy {row['accuracy']:.3f}{interval}, chance {row['chance']:.3f} "
+                     f"(C {row['C']:.3g}; {row['train_sounds']} train / {row['test_sounds']} test sounds)")
+    lines.append(f"wrote {result.out}")
+    return "\n".join(lines)

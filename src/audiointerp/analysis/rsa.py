@@ -26,13 +26,14 @@ from __future__ import annotations
 import csv
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from audiointerp.analysis.command import AnalysisResult, Input, write_csv
 from audiointerp.datasets import load_manifest
 from audiointerp.datasets.manifest import ManifestDataset
 from audiointerp.datasets.store import ActivationStore, StoreError
@@ -250,16 +251,37 @@ def _pearson(n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, syy
 
 
 @dataclass
-class RSASettings:
-    layers: Optional[Sequence[str]] = None  # default: every layer of the store
-    bootstrap: int = 1000  # resamples of the sounds for the confidence intervals (0: none)
-    confidence: float = 0.95  # two-sided level of the bootstrap intervals
-    block_size: int = 1024  # sounds per block of the upper triangle (memory ~ 16 arrays of block^2 float64)
-    rank_bins: int = 1 << 20  # histogram bins for Spearman's ranks
-    seed: int = 0  # the bootstrap resamples
+class Settings:
+    """What `analyze rsa` correlates and how (see the module docstring)."""
+
+    layers: Optional[Sequence[str]] = field(default=None, metadata={
+        "help": "comma-separated layers (default: every layer of the store)", "many": "comma"})
+    bootstrap: int = field(default=1000, metadata={
+        "help": "resamples of the sounds for the confidence intervals (0: none)"})
+    confidence: float = field(default=0.95, metadata={"help": "two-sided level of the bootstrap intervals"})
+    block_size: int = field(default=1024, metadata={
+        "help": "sounds per block of the upper triangle (memory ~ 16 arrays of block^2 float64)"})
+    rank_bins: int = field(default=1 << 20, metadata={"help": "histogram bins for Spearman's ranks"})
+    seed: int = field(default=0, metadata={"help": "the sound sample and the bootstrap resamples"})
+    targets: Sequence[str] = field(default_factory=list, metadata={
+        "help": "factor:<column>, dissimilarity:<file>, or responses:<file>[:kl|:mode] (repeatable)",
+        "flag": "--target", "many": "append", "required": True})
+    average: bool = field(default=False, metadata={"help": "also the mean of the targets' RDMs"})
+    spectrogram: bool = field(default=False, metadata={
+        "help": "also regress each model RDM on the log-mel spectrogram distances and correlate the residuals"})
+    id_column: str = field(default="path", metadata={
+        "help": "clip-table column naming the sounds in target files (path: by its file name without extension)"})
+    max_sounds: Optional[int] = field(default=None, metadata={
+        "help": "at most this many sounds, drawn at random (default: all)"})
 
 
-def pair_sums(model: Callable[[np.ndarray, np.ndarray], np.ndarray], target: Target, n: int, settings: RSASettings,
+RSASettings = Settings  # the name before every analysis had a `Settings`
+
+INPUTS = (Input("stores", "activation stores (one line per store in the figure)", many=True),)
+DEFAULT_OUT = "the first STORE/rsa"
+
+
+def pair_sums(model: Callable[[np.ndarray, np.ndarray], np.ndarray], target: Target, n: int, settings: Settings,
               spectrogram: Optional[EuclideanBlocks] = None, progress: bool = False,
               desc: str = "rsa") -> dict[str, np.ndarray]:
     """Sums over the upper triangle's pairs of the model's (x) and the target's (y) dissimilarities, their
@@ -324,7 +346,7 @@ def correlations(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def correlate(model: Callable[[np.ndarray, np.ndarray], np.ndarray], target: Target, n: int,
-              settings: RSASettings, spectrogram: Optional[EuclideanBlocks] = None,
+              settings: Settings, spectrogram: Optional[EuclideanBlocks] = None,
               progress: bool = False, desc: str = "rsa") -> dict[str, Any]:
     """Pearson and Spearman correlation of the model's and the target's upper triangles over n sounds, with
     bootstrap intervals, and (given a spectrogram RDM) Pearson's r and Spearman's rho (`pearson_residual`,
@@ -349,7 +371,7 @@ def _residual_pearson(s: dict[str, np.ndarray]) -> np.ndarray:
     return _pearson(n, se, s["y"], see, s["yy"], sey)
 
 
-def _with_interval(name: str, values: np.ndarray, settings: RSASettings) -> dict[str, float]:
+def _with_interval(name: str, values: np.ndarray, settings: Settings) -> dict[str, float]:
     out = {name: float(values[0])}
     if settings.bootstrap:
         tail = (1.0 - settings.confidence) / 2.0 * 100.0
@@ -358,7 +380,7 @@ def _with_interval(name: str, values: np.ndarray, settings: RSASettings) -> dict
     return out
 
 
-def rsa(store: ActivationStore, targets: Sequence[Target], clips: np.ndarray, settings: RSASettings,
+def rsa(store: ActivationStore, targets: Sequence[Target], clips: np.ndarray, settings: Settings,
         spectrogram: Optional[EuclideanBlocks] = None, progress: bool = True) -> list[dict[str, Any]]:
     """A row per layer and target: the correlations and their intervals, for the store clips `clips` (the
     targets' positions follow `clips`)."""
@@ -475,14 +497,7 @@ def track_rsa(rows: list[dict[str, Any]], out: Path, name: str, settings: dict, 
 
 def write_rsa(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     """rsa.csv and rsa.png (correlation against relative depth, one line per model and target)."""
-
-    out.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(out / "rsa.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return [out / "rsa.csv", save_figure(rsa_figure(rows), out / "rsa.png")]
+    return [write_csv(out / "rsa.csv", rows), save_figure(rsa_figure(rows), out / "rsa.png")]
 
 
 def rsa_figure(rows: list[dict[str, Any]], measure: str = "spearman"):
@@ -511,3 +526,44 @@ def rsa_figure(rows: list[dict[str, Any]], measure: str = "spearman"):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+@dataclass
+class Result(AnalysisResult):
+    """`run`'s answer: `rows` are rsa.csv's (a row per store, layer and target)."""
+
+    settings: Settings
+
+
+def run(settings: Settings, stores: Sequence[str | Path | ActivationStore], out: Optional[Path] = None,
+        tracking: str = "wandb", progress: bool = True, name: Optional[str] = None) -> Result:
+    """RSA of every store against `settings.targets` (on the sounds every target covers), written to `out`
+    (default: the first STORE/rsa) and tracked in a W&B run `name` (default: rsa-FIRST_STORE) of job type
+    analysis (`tracking="none"`: metrics.jsonl only)."""
+    opened = [store if isinstance(store, ActivationStore) else ActivationStore(store) for store in stores]
+    if not opened:
+        raise StoreError("RSA needs at least one activation store")
+    rows: list[dict[str, Any]] = []
+    for store in opened:
+        ids = sound_ids(store, settings.id_column)
+        clips = select_sounds(settings.targets, ids, settings.max_sounds, settings.seed)
+        targets = build_targets(settings.targets, store, clips, [ids[i] for i in clips], settings.average)
+        spectrogram = EuclideanBlocks(spectrogram_features(store, clips, progress=progress)) if settings.spectrogram else None
+        rows += rsa(store, targets, clips, settings, spectrogram, progress=progress)
+    out = Path(out or opened[0].folder / "rsa")
+    files = write_rsa(rows, out)
+    track_rsa(rows, out, name or f"rsa-{opened[0].folder.name}", asdict(settings), tracking)
+    return Result(rows, out, files, settings)
+
+
+def summary(result: Result) -> str:
+    """A line per store, layer and target (correlations, intervals, residual correlations, sounds), then the folder."""
+    lines = []
+    for row in result.rows:
+        interval = f" [{row['spearman_low']:.3f}, {row['spearman_high']:.3f}]" if "spearman_low" in row else ""
+        residual = (f", residual Spearman {row['spearman_residual']:.3f}, Pearson {row['pearson_residual']:.3f}"
+                    if "pearson_residual" in row else "")
+        lines.append(f"{Path(row['store']).name} {row['layer']} ~ {row['target']}: Spearman {row['spearman']:.3f}{interval}, "
+                     f"Pearson {row['pearson']:.3f}{residual} ({row['sounds']} sounds)")
+    lines.append(f"wrote {result.out}")
+    return "\n".join(lines)

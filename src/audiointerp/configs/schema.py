@@ -3,6 +3,10 @@
 An experiment YAML is merged onto these dataclasses, so every key is checked: an unknown key is an error
 naming the key and the closest valid one, a value of the wrong type is an error, and `???` marks a value that
 must be given (no silent default). The `task` section's schema is the task's own `Config` dataclass.
+
+The defaults live here (and in the task Configs) only: a shipped YAML states just what differs, each key with a
+comment saying why (`tests/configs/test_config_yaml.py` fails on a restated default). The trailing `# comment` of
+each field is its help text: `audiointerp configs show NAME` prints the fully resolved config with these comments.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from typing import Iterator, Mapping
 
 import torch
 
+from audiointerp.errors import ConfigError
 from audiointerp.models.registry import register_model
 from audiointerp.models.taps import Stage, TappedNetwork
 
@@ -103,6 +104,14 @@ class PaSSTNet(TappedNetwork):
             raise ValueError(
                 f"PaSST built with input_tdim={self.input_tdim} got {x.shape[3]} frames; build it with a larger input_tdim"
             )
+        patchout = int(self.net.s_patchout_t or 0)
+        if self.net.training and patchout:
+            proj = self.net.patch_embed.proj
+            time = (x.shape[3] - proj.kernel_size[1]) // proj.stride[1] + 1
+            if time <= patchout:  # hear21passt's randperm(time)[:time - patchout] would silently keep time - 1 columns
+                raise ConfigError(f"PaSST's structured patchout drops {patchout} time patches in training "
+                                  f"(model.params.s_patchout_t), but the clip has only {time}: train on longer clips "
+                                  f"(data.seconds; a time patch every 0.1 s) or lower s_patchout_t")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_embedding(x)[0]

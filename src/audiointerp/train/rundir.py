@@ -12,14 +12,19 @@ A lock left by a killed process on this host is taken over; one recorded on anot
 is called, or the process plans another run (a process trains one run at a time); releasing it removes the lock
 file and the `.locks` folders it leaves empty.
 
-Two identical fresh commands started at once (no unfinished run with a checkpoint to resume yet) are two runs in
-two folders, each locked by its process: a run without a checkpoint holds nothing to continue.
+`resume=auto` continues the newest unfinished run of the same config: from its latest checkpoint, or, for a run
+stopped before its first checkpoint (its folder holds only its config and logs), from the start in the same folder
+(emptied first), so a killed run never leaves an orphan folder and a stale lock behind. The same command started
+again while such a run is still being set up or trained is refused with the holder's pid; only in the first
+seconds, before the run has written its `config.yaml`, can two identical commands still start two runs (two
+folders, each locked by its process: no folder is written by two).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ SUMMARY_FILE = "summary.json"  # written when a run finishes
 # Keys that may change between a run and its resumption without making it another experiment.
 RESUMABLE_CHANGES = ("run_id", "train.resume", "train.progress", "train.epochs", "train.max_steps",
                      "train.force_unlock", "tracking")
+NO_CHECKPOINT = Path("(no checkpoint)")  # `_unfinished_match`: an unfinished run stopped before its first checkpoint
 LOCKS_DIR = ".locks"  # <output_dir>/.locks/<experiment>/<run_id>.lock
 FORCE_UNLOCK_HINT = "set train.force_unlock=true to take the run over"
 
@@ -175,18 +181,24 @@ def plan_run(cfg: DictConfig) -> RunPlan:
 
         return _locked(run_dir, force, named)
     if resume == "auto" and experiment_dir.is_dir():
-        runs = sorted((p for p in experiment_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+        runs = sorted((p for p in experiment_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
         for run_dir in runs:
-            if not _unfinished_match(run_dir, cfg):
+            if _unfinished_match(run_dir, cfg) is None:
                 continue
 
             def unfinished(run_dir: Path = run_dir) -> Optional[RunPlan]:
-                latest = _unfinished_match(run_dir, cfg)  # again, now that it is locked: it may have finished
-                return RunPlan(run_dir, run_dir.name, latest) if latest is not None else None
+                found = _unfinished_match(run_dir, cfg)  # again, now that it is locked: it may have finished
+                if found is None:
+                    return None
+                if found is NO_CHECKPOINT:  # killed before its first checkpoint: nothing to keep, start it afresh
+                    shutil.rmtree(run_dir)
+                    return RunPlan(run_dir, run_dir.name, None)
+                return RunPlan(run_dir, run_dir.name, found)
 
             plan = _locked(run_dir, force, unfinished)
             if plan is not None:
-                log.info("resuming unfinished run %s from %s", run_dir, plan.resume_from.name if plan.resume_from else None)
+                log.info("resuming unfinished run %s from %s", run_dir, plan.resume_from.name if plan.resume_from else "its start")
                 return plan
     run_id = new_run_id()
     run_dir = experiment_dir / run_id
@@ -194,9 +206,12 @@ def plan_run(cfg: DictConfig) -> RunPlan:
 
 
 def _unfinished_match(run_dir: Path, cfg: DictConfig) -> Optional[Path]:
-    """The latest checkpoint of `run_dir` if it is unfinished (no summary) and of the same config, else None."""
-    latest = CheckpointStore(run_dir).latest()
-    if latest is None or (run_dir / SUMMARY_FILE).exists() or config_differences(run_dir / "config.yaml", cfg):
+    """For an unfinished run (no summary) of the same config: its latest checkpoint, or `NO_CHECKPOINT` when it
+    was stopped before its first one (it wrote its config, then was killed or failed); otherwise None."""
+    if (run_dir / SUMMARY_FILE).exists() or not (run_dir / "config.yaml").is_file():
         return None
-    return latest
+    if config_differences(run_dir / "config.yaml", cfg):
+        return None
+    latest = CheckpointStore(run_dir).latest()
+    return NO_CHECKPOINT if latest is None else latest
 

@@ -87,21 +87,28 @@ class ConceptsTask(Task):
     family = "concepts"
     Config = ConceptsConfig
 
-    def _dictionary(self) -> tuple[list[str], np.ndarray]:
+    def _dictionary(self) -> tuple[list[str], np.ndarray, str]:
+        """(the concepts kept, their text embeddings [K, d], the resolved source of those embeddings: `clap: ...`,
+        `run: ...`, `package: ...` or `file: ...`, with the dimension and the concepts kept)."""
         task = self.cfg.task
         concepts = audio_concepts(task.vocabulary)
         if task.encoder == "clap":
             if not task.clap:
                 raise ConfigError("task.encoder=clap needs task.clap=FOLDER (a local CLAP model with its processor)")
             network = build("clap", pretrained=task.clap)
-            return list(concepts), network.text_embeddings(list(concepts), load_pretrained(task.clap, "ClapProcessor").tokenizer)
+            text = network.text_embeddings(list(concepts), load_pretrained(task.clap, "ClapProcessor").tokenizer)
+            return list(concepts), text, f"clap: {task.clap} text tower ({text.shape[1]}-d, {len(concepts)} concepts)"
         if task.encoder != "word-vectors":
             raise ConfigError(f"task.encoder={task.encoder!r}; choose word-vectors or clap")
         if Path(str(task.vectors)).is_dir():
             vectors, words = run_vectors(str(task.vectors))
-            return word_vector_dictionary(concepts, vectors, words)
-        vectors = glove_6b_50d() if task.vectors == "glove-6b-50d" else load_word_vectors(str(task.vectors))
-        return word_vector_dictionary(concepts, vectors)
+            kept, text = word_vector_dictionary(concepts, vectors, words)
+            kind = "run"
+        else:
+            vectors = glove_6b_50d() if task.vectors == "glove-6b-50d" else load_word_vectors(str(task.vectors))
+            kept, text = word_vector_dictionary(concepts, vectors)
+            kind = "package" if task.vectors == "glove-6b-50d" else "file"
+        return kept, text, f"{kind}: {vectors.source} ({vectors.dim}-d, {len(kept)} of {len(concepts)} concepts have vectors)"
 
     def build_data(self) -> TaskData:
         cfg, task = self.cfg, self.cfg.task
@@ -109,7 +116,8 @@ class ConceptsTask(Task):
             raise ConfigError(f"task.train_part={task.train_part!r}; choose one of {', '.join(PARTS)}")
         store = ActivationStore(str(cfg.data.source))
         embeddings, targets, classes, folds = self._store_clips(store)
-        vocabulary, dictionary = self._dictionary()
+        vocabulary, dictionary, resolved = self._dictionary()
+        log.info("resolved task.vectors: %s", resolved)
         if embeddings.shape[1] != dictionary.shape[1]:
             raise ConfigError(f"task.layer={task.layer} has {embeddings.shape[1]} dimensions, the concepts "
                               f"{dictionary.shape[1]}: the layer must live in the concepts' embedding space")
@@ -121,7 +129,7 @@ class ConceptsTask(Task):
         text, _ = prepare(dictionary)
         self.baseline_accuracy = self._baseline(embeddings, targets, train, valid, audio_mean, text)
         metadata = {"classes": classes, "concepts": vocabulary, "factor": str(task.factor), "layer": str(task.layer),
-                    "baseline_accuracy": self.baseline_accuracy}
+                    "baseline_accuracy": self.baseline_accuracy, "resolved": {"task.vectors": resolved}}
         arrays = {"dictionary": torch.as_tensor(text, dtype=torch.float32),
                   "audio_mean": torch.as_tensor(audio_mean, dtype=torch.float32)}
         return TaskData(EmbeddingLabels(embeddings[train], targets[train]),
