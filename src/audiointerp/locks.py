@@ -173,11 +173,12 @@ class FileLock:
                     fd = os.open(self.path, os.O_RDWR)
                 except FileNotFoundError:
                     continue  # released between the two calls
-            kept = False
+            kept = owned = False
             try:
                 flocked = True
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    owned = True
                 except BlockingIOError:
                     raise self._held_by_live_process(fd) from None
                 except OSError as err:
@@ -203,6 +204,11 @@ class FileLock:
                 return self
             finally:
                 if not kept:
+                    if created and owned and _same_file(fd, self.path):  # created and flocked here, but never
+                        try:                                   # kept (its record could not be written): remove it
+                            os.unlink(self.path)
+                        except OSError:
+                            pass
                     os.close(fd)
         raise LockHeldError(f"cannot lock {self.what}: its lock file {self.path} was replaced {_ATTEMPTS} times while "
                             "this process tried to take it (several processes are starting on it at once)",

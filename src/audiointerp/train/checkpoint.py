@@ -62,14 +62,19 @@ class TrainState:
             setattr(self, key, value)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file, fsync and rename: readers see the old or the new file, never half."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text through a temporary file, fsync and rename: readers see the old or the new file, never half."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """JSON (indented, keys sorted) through `write_text_atomic`."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def save_arrays(path: Path, arrays: dict[str, torch.Tensor]) -> None:

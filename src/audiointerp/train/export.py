@@ -20,6 +20,7 @@ from torch import nn
 
 from audiointerp import __version__
 from audiointerp.errors import CheckpointError, writing
+from audiointerp.locks import FileLock
 from audiointerp.models.registry import sha256  # noqa: F401  (also imported from here by extraction and tests)
 from audiointerp.train.checkpoint import ARRAYS, INFO_FILE, METADATA, CheckpointStore, load_arrays
 from audiointerp.train.config import load_config, to_yaml
@@ -100,11 +101,17 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise CheckpointError(f"--out {out} is a non-empty folder that is not an audiointerp export; choose another")
     with writing("export", out):  # a full or read-only disk: named, and no half export is left
-        return _write_export(task, cfg, metadata, folder, run_dir, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(out.parent / f".{out.name}.lock", f"export {out}", "wait for that export to finish"):
+            for leftover in out.parent.glob(f".{out.name}-*"):  # of an export killed before its last rename
+                shutil.rmtree(leftover, ignore_errors=True)
+            return _write_export(task, cfg, metadata, folder, run_dir, out)
 
 
 def _write_export(task: Any, cfg: DictConfig, metadata: dict[str, Any], folder: Path, run_dir: Path, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write the export into a temporary sibling `.<out>-XXXX`, then swap it in: an existing `out` is renamed
+    aside first and removed after, so a kill at any moment leaves the old export, the new one, or no `out` (and
+    temporary siblings that the next export removes), never a half-deleted folder."""
     temp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     temp.chmod(0o755)
     try:
@@ -132,8 +139,12 @@ def _write_export(task: Any, cfg: DictConfig, metadata: dict[str, Any], folder: 
         }
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(temp, out)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+            os.replace(out, old)
+            os.replace(temp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, out)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return out

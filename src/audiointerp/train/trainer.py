@@ -30,7 +30,17 @@ from tqdm.auto import tqdm
 from audiointerp import __version__
 from audiointerp.errors import CheckpointError, ConfigError, NonFiniteLossError, NonFiniteStateError, closest, writing
 from audiointerp.evaluation.plots import learning_curves, read_metrics, save_figure
-from audiointerp.train.checkpoint import ARRAYS, FINITE, METADATA, CheckpointStore, TrainState, non_finite_tensors, save_arrays, write_json_atomic
+from audiointerp.train.checkpoint import (
+    ARRAYS,
+    FINITE,
+    METADATA,
+    CheckpointStore,
+    TrainState,
+    non_finite_tensors,
+    save_arrays,
+    write_json_atomic,
+    write_text_atomic,
+)
 from audiointerp.train.config import to_yaml
 from audiointerp.train.export import WEIGHTS
 from audiointerp.train.optim import build_optimizer, build_scheduler, total_updates
@@ -168,7 +178,7 @@ def check_best_metric(task: Task, best_metric: str) -> None:
 
 
 def check_outputs_finite(outputs: dict[str, torch.Tensor], desc: str, metrics: Optional[list[str]],
-                         run_dir: Optional[Path] = None) -> None:
+                         run_dir: Optional[Path] = None, last_good: Optional[str] = None) -> None:
     """Raise `NonFiniteLossError` when a floating-point evaluation output holds a NaN or an infinity.
 
     Called on the gathered outputs before `summarize`, so that a diverged network stops with the output, the
@@ -182,15 +192,17 @@ def check_outputs_finite(outputs: dict[str, torch.Tensor], desc: str, metrics: O
         if bad:
             where = f" of run {run_dir}" if run_dir is not None else ""
             names = f"the metrics ({', '.join(metrics)})" if metrics else "its metrics"
+            resume = (f"{last_good}: resume from it with a lower optim.lr or optim.grad_clip" if last_good else
+                      "resume from the last good checkpoint with a lower optim.lr or optim.grad_clip")
             raise NonFiniteLossError(
                 f"{desc}{where}: evaluation output {key!r} holds {bad} non-finite value(s) of {value.numel()}, so "
-                f"{names} cannot be computed. The network's weights or buffers are probably non-finite (or the "
-                f"inputs hold NaN); resume from the last good checkpoint with a lower optim.lr or optim.grad_clip.")
+                f"{names} cannot be computed. The network's weights or buffers went non-finite, or its activations "
+                f"overflow, or the inputs hold NaN; {resume}.")
 
 
 def run_evaluation(
     accelerator: Accelerator, task: Task, loader: DataLoader, progress: bool = True, desc: str = "evaluate",
-    run_dir: Optional[Path] = None,
+    run_dir: Optional[Path] = None, last_good: Optional[str] = None,
 ) -> dict[str, torch.Tensor]:
     """Task's eval_step over a prepared loader; outputs gathered over processes, duplicates dropped.
 
@@ -212,7 +224,7 @@ def run_evaluation(
     if not outputs:
         raise ValueError(f"{desc}: the evaluation set is empty")
     gathered = {key: torch.cat(values) for key, values in outputs.items()}
-    check_outputs_finite(gathered, desc, unwrapped.metric_names(), run_dir)
+    check_outputs_finite(gathered, desc, unwrapped.metric_names(), run_dir, last_good)
     return gathered
 
 
@@ -284,9 +296,11 @@ class Trainer:
         return plan[0]
 
     def _write_run_files(self, plan: RunPlan, data: TaskData) -> None:
+        """config.yaml, metadata and arrays, each replaced atomically: a kill while a resume rewrites them leaves
+        the old file (an empty config.yaml no longer matched the run, so the next `resume=auto` started over)."""
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         resolved = dict(data.metadata.get("resolved") or {})
-        (plan.run_dir / "config.yaml").write_text(to_yaml(self.cfg) + resolved_comment(resolved), encoding="utf-8")
+        write_text_atomic(plan.run_dir / "config.yaml", to_yaml(self.cfg) + resolved_comment(resolved))
         write_json_atomic(plan.run_dir / METADATA, data.metadata)
         if data.arrays:
             save_arrays(plan.run_dir / ARRAYS, data.arrays)
@@ -564,7 +578,7 @@ class _Loop:
     def evaluate(self) -> EvalResult:
         cfg = self.cfg
         outputs = run_evaluation(self.accelerator, self.task, self.valid_loader, bool(cfg.train.progress), "validate",
-                                 self.store.dir.parent)
+                                 self.store.dir.parent, self._last_good())
         return summarize_on_main(self.accelerator, self.task, outputs, self.data.valid)
 
     def _report_evaluation(self, result: EvalResult, split: str = "valid") -> dict[str, float]:
