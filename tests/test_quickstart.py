@@ -2,13 +2,22 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from audiointerp.datasets.synth import synthesize
-from audiointerp.quickstart import AE_CLASSIFIER_EPOCHS, AE_STEPS, RECONSTRUCTION_STEPS, autoencoder_stage, run_quickstart
+from audiointerp.quickstart import (
+    AE_CLASSIFIER_EPOCHS,
+    AE_STEPS,
+    RECONSTRUCTION_STEPS,
+    STAGES,
+    SUMMARY_FILE,
+    autoencoder_stage,
+    run_quickstart,
+)
 
 
 def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: Path) -> None:
@@ -43,7 +52,7 @@ def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: P
     run = next((out / "runs" / "quickstart-classifier").iterdir())
     assert (run / "export" / "model.safetensors").is_file()
     assert (run / "eval" / "held-out" / "metrics.json").is_file()
-    check_summary_against_report(json.loads((out / "summary.json").read_text()), markdown)
+    check_summary_against_report(json.loads((out / SUMMARY_FILE).read_text()), markdown)
 
 
 def cell(value: float) -> str:
@@ -54,7 +63,9 @@ def cell(value: float) -> str:
 def check_summary_against_report(summary: dict, markdown: str) -> None:
     """summary.json holds the report's headline figures: the keys the issue fixes, and the very numbers in the
     report's tables."""
-    assert set(summary["seconds"]) >= {"synth", "train", "semantic", "autoencoder", "latent", "probing", "total"}
+    assert set(summary["seconds"]) == {*STAGES, "total"}
+    assert set(STAGES) == {"synth", "train", "evaluate", "semantic", "autoencoder", "latent", "probing"}
+    assert set(summary) == {"seconds", "classifier", "semantic", "autoencoder", "latent", "probing"}
     assert summary["seconds"]["total"] >= sum(v for k, v in summary["seconds"].items() if k != "total") - 1.0
     assert f"total: {summary['seconds']['total']:.1f} s" in markdown
     rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
@@ -93,19 +104,19 @@ def test_the_autoencoder_stage_fine_tunes_the_reconstruction_export_and_is_deter
     manifest = synthesize(tmp_path / "data", clips_per_class=5, seed=0, progress=False)
     stages = [autoencoder_stage(tmp_path / name, manifest, "none", mn_epochs=1, ae_steps=2) for name in ("a", "b")]
     stage = stages[0]
-    assert stage["ae_cfg"].task.start == "esc50" and stage["reconstruction_cfg"].task.name == "reconstruction"
-    assert int(stage["reconstruction_cfg"].train.max_steps) == round(RECONSTRUCTION_STEPS * 2 / AE_STEPS)
-    pretrained = load_file(str(stage["reconstruction_export"] / "model.safetensors"))
-    before = load_file(str(stage["before_export"] / "model.safetensors"))
-    after = load_file(str(stage["after_export"] / "model.safetensors"))
+    assert stage.ae_cfg.task.start == "esc50" and stage.reconstruction_cfg.task.name == "reconstruction"
+    assert int(stage.reconstruction_cfg.train.max_steps) == round(RECONSTRUCTION_STEPS * 2 / AE_STEPS)
+    pretrained = load_file(str(stage.reconstruction.export / "model.safetensors"))
+    before = load_file(str(stage.before.export / "model.safetensors"))
+    after = load_file(str(stage.after.export / "model.safetensors"))
     assert before.keys() == pretrained.keys() and all(torch.equal(before[k], pretrained[k]) for k in pretrained)
     assert any(not torch.equal(after[k], pretrained[k]) for k in pretrained)
-    summary = stage["summary"]
+    summary = asdict(stage.summary)
     assert set(summary) == {"accuracy_original", "accuracy_reconstruction_before", "accuracy_reconstruction_after",
                             "snr_db_before", "snr_db_after"}
-    assert summary["accuracy_reconstruction_before"] == stage["before_metrics"]["valid/accuracy_reconstruction"]
-    assert summary["snr_db_after"] == stage["after_metrics"]["valid/snr_db"]
-    assert stages[1]["summary"] == summary
+    assert summary["accuracy_reconstruction_before"] == stage.before.metrics["valid/accuracy_reconstruction"]
+    assert summary["snr_db_after"] == stage.after.metrics["valid/snr_db"]
+    assert stages[1].summary == stage.summary
 
 
 @pytest.mark.slow
@@ -114,8 +125,8 @@ def test_fine_tuning_through_the_robust_classifier_raises_its_accuracy_on_recons
     fold: the issue's thresholds (originals >= 0.85; SNR before > 0 dB; reconstructions before >= 0.25, chance being
     1/24; after at least 0.10 above before)."""
     manifest = synthesize(tmp_path / "data", clips_per_class=40, seed=0, progress=False)
-    summary = autoencoder_stage(tmp_path, manifest, "none", AE_CLASSIFIER_EPOCHS, AE_STEPS)["summary"]
-    assert summary["accuracy_original"] >= 0.85
-    assert summary["snr_db_before"] > 0.0
-    assert summary["accuracy_reconstruction_before"] >= 0.25
-    assert summary["accuracy_reconstruction_after"] >= summary["accuracy_reconstruction_before"] + 0.10
+    summary = autoencoder_stage(tmp_path, manifest, "none", AE_CLASSIFIER_EPOCHS, AE_STEPS).summary
+    assert summary.accuracy_original >= 0.85
+    assert summary.snr_db_before > 0.0
+    assert summary.accuracy_reconstruction_before >= 0.25
+    assert summary.accuracy_reconstruction_after >= summary.accuracy_reconstruction_before + 0.10
