@@ -1,4 +1,5 @@
-"""The `audiointerp` command: synth, train, evaluate, export, extract, analyze, listen, quickstart, and listings.
+"""The `audiointerp` command: synth, train, evaluate, export, extract, analyze, listen, quickstart, weights, data,
+and listings.
 
 Heavy libraries are imported inside each command, so `audiointerp --help` answers at once. The options of
 `extract` and of every `analyze NAME` are built from their Settings dataclasses (`settings_arguments`), on first
@@ -267,6 +268,102 @@ def _show_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_list(args: argparse.Namespace) -> int:
+    import json
+
+    from audiointerp.downloads import CATALOG
+
+    entries = [CATALOG[name] for name in sorted(CATALOG)]
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=1))
+        return 0
+    rows = [("name", "model", "classes", "source", "file", "licence")]
+    rows += [(e.name, e.model or "-", str(e.num_classes or "-"), e.source, e.file or f"({e.hub_repo})",
+              e.licence.split(" (")[0]) for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _weights_fetch(args: argparse.Namespace) -> int:
+    from audiointerp.downloads import cached_path, weights_entry
+    from audiointerp.errors import DownloadError
+    from audiointerp.models.registry import fetch_checked
+
+    if args.sha256 and len(args.names) != 1:
+        raise ValueError("--sha256 pins one file's hash: give one NAME with it")
+    status = 0
+    for name in args.names:
+        entry = weights_entry(name)
+        if entry.manual and not cached_path(entry).is_file():  # no direct download: say where to get it and where to put it
+            print(f"{name}: no direct download. Get {entry.file} from {entry.manual}\n  and put it at "
+                  f"{cached_path(entry)}", file=sys.stderr)
+            status = 1
+            continue
+        try:
+            print(fetch_checked(name, sha256=args.sha256, progress=not args.quiet))
+        except DownloadError as err:
+            if len(args.names) == 1:
+                raise
+            print(f"audiointerp weights fetch: error: {err}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def _weights_verify(args: argparse.Namespace) -> int:
+    from audiointerp.downloads import verify_weights
+    from audiointerp.models.registry import weights_validator
+
+    results = verify_weights(weights_validator, args.names or None)
+    for item in results:
+        print(f"{'ok  ' if item.ok else 'FAIL'}  {item.name}  {item.path}  {item.message}")
+    if not results:
+        print("no catalog weights in the cache")
+    return 0 if all(item.ok for item in results) else 1
+
+
+def _weights_path(args: argparse.Namespace) -> int:
+    from audiointerp.downloads import cached_path, weights_entry
+    from audiointerp.downloads.weights_catalog import hub_local
+
+    entry = weights_entry(args.name)
+    path = hub_local(entry) if entry.hub_repo else cached_path(entry)
+    if path is None or not path.exists():
+        if path is not None:
+            print(path)
+        print(f"audiointerp weights path: {args.name} is not in the cache yet (`audiointerp weights fetch "
+              f"{args.name}`)", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _data_list(args: argparse.Namespace) -> int:
+    import json
+
+    from audiointerp.downloads.data_catalog import CATALOG
+
+    entries = [CATALOG[name] for name in sorted(CATALOG)]
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=1))
+        return 0
+    for e in entries:
+        print(f"{e.name}  {e.url}  {e.licence}")
+    return 0
+
+
+def _data_fetch(args: argparse.Namespace) -> int:
+    from audiointerp.downloads import data_entry, fetch_data
+
+    entry = data_entry(args.name)
+    print(f"{entry.name}: licence {entry.licence}", file=sys.stderr)
+    folder = fetch_data(args.name, args.dir, progress=not args.quiet)
+    print(folder)
+    print(f"use it as data.source={folder} (or data.source=data:{entry.name})", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiointerp", description="Train sound-to-event networks and open them up.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=LazyParser)
@@ -323,6 +420,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking", default="wandb", choices=("wandb", "none"), help="W&B (offline unless logged in) or none")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the classifier stage's config")
     p.set_defaults(func=_quickstart)
+
+    p = sub.add_parser("weights", help="released weights by name: list, fetch, verify, path (weights:NAME anywhere a "
+                       "checkpoint is taken)")
+    actions = p.add_subparsers(dest="weights_action", metavar="ACTION", required=True)
+    q = actions.add_parser("list", help="the catalog of released weights")
+    q.add_argument("--json", action="store_true", help="a JSON list of objects (name, model, url, hub_repo, file, "
+                   "num_classes, licence, paper, ...)")
+    q.set_defaults(func=_weights_list)
+    q = actions.add_parser("fetch", help="download into the cache ($AUDIOINTERP_WEIGHTS), check, and print the path")
+    q.add_argument("names", nargs="+", metavar="NAME")
+    q.add_argument("--sha256", metavar="HEX", help="pin the file's sha256 (one NAME)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_weights_fetch)
+    q = actions.add_parser("verify", help="recompute every cached file's sha256 against hashes.json and load it into "
+                           "its zoo model")
+    q.add_argument("names", nargs="*", metavar="NAME", help="only these (default: every cached entry)")
+    q.set_defaults(func=_weights_verify)
+    q = actions.add_parser("path", help="the local path of a cached entry (exit status 1 when not fetched yet)")
+    q.add_argument("name", metavar="NAME")
+    q.set_defaults(func=_weights_path)
+
+    p = sub.add_parser("data", help="data sets by name: list, fetch (data.source=data:NAME)")
+    actions = p.add_subparsers(dest="data_action", metavar="ACTION", required=True)
+    q = actions.add_parser("list", help="the fetchable data sets")
+    q.add_argument("--json", action="store_true", help="a JSON list of objects (name, url, file, ...)")
+    q.set_defaults(func=_data_list)
+    q = actions.add_parser("fetch", help="download, verify and unpack a data set; print the folder for data.source")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--dir", type=Path, help="put it in this folder (default: the cache, $AUDIOINTERP_DATA)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_data_fetch)
 
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=_list_models)

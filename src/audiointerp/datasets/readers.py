@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from audiointerp.datasets.manifest import FORMATS, Manifest, ManifestRow, read_manifest
+from audiointerp.downloads import resolve_data
 from audiointerp.errors import DatasetError
 
 __all__ = [
@@ -395,11 +396,13 @@ def load_manifest(source: str | os.PathLike[str], format: str = "auto") -> Manif
     ``format`` is one of ``auto``, ``manifest``, ``esc50``, ``urbansound8k``, ``fsd50k``, ``msos``.
     ``auto`` reads a CSV in the generic format (or an official metadata CSV such as ``meta/esc50.csv``),
     and for a directory detects the official layout from the files present (or a ``manifest.csv`` in it).
+    ``data:NAME`` (e.g. ``data:esc50``) is that data set's folder in the data cache, downloaded on first use unless
+    ``AUDIOINTERP_OFFLINE=1`` (``audiointerp data fetch NAME``).
     """
     fmt = str(format).lower().replace("-", "").replace("_", "")
     if fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {format!r}; valid formats: {list(FORMATS)}")
-    src = Path(source).expanduser()
+    src = Path(resolve_data(source)).expanduser()  # data:NAME is a fetched data set (downloads/data_catalog.py)
     if not src.exists():
         raise DatasetError(f"dataset source {str(src)!r} does not exist (expected a manifest .csv or a dataset root)")
     if src.is_file():

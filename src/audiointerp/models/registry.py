@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections.abc
 import hashlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audiointerp.downloads import WeightsEntry, fetch_weights, weights_entry, weights_name
 from audiointerp.errors import CheckpointError, ConfigError, closest
 from audiointerp.models.frontends import AudioPipeline
 
@@ -269,6 +271,7 @@ def build(name: str, num_classes: Optional[int] = None,
     `read_state_dict`) or a state dict in memory; `load_weights` loads it.
     """
     spec = model_spec(name)
+    params = resolve_weights_params(params)
     _check_params(f"model {name!r}", spec.builder, params)
     takes_classes = inspect.signature(spec.builder).parameters.get("num_classes")
     source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else None
@@ -312,6 +315,7 @@ def build_frontend(name: str, **params: Any) -> nn.Module:
         name, params = spec.frontend, {**spec.frontend_params, **params}
     if name not in _FRONTENDS:
         raise ConfigError(f"unknown front end {name!r}{closest(name, _FRONTENDS)}; available: {', '.join(sorted(_FRONTENDS))}")
+    params = resolve_weights_params(params)
     _check_params(f"front end {name!r}", _FRONTENDS[name], params)
     return _FRONTENDS[name](**params)
 
@@ -332,13 +336,59 @@ def build_pipeline(
 
 # --- checkpoints -------------------------------------------------------------------------------------------
 
+
+def weights_validator(entry: WeightsEntry) -> Optional[Callable[[Path], None]]:
+    """The check that a downloaded file of the catalog entry loads into its zoo model (strictly, the released
+    head's class count read from the file), for `downloads.fetch_weights(validate=...)`; None for entries that
+    are no zoo network (word vectors) or that the zoo cannot build (`entry.loads` false)."""
+    if entry.model is None or not entry.loads:
+        return None
+    model, params = entry.model, dict(entry.params)
+    if model == "clap" and importlib.util.find_spec("transformers") is None:
+        log.warning("weights %r: transformers is not installed, so the folder is checked by its hash only "
+                    "(pip install 'audiointerp[clap]')", entry.name)
+        return None
+    if entry.use == "pretrained":
+        return lambda path: _quiet_build(model, pretrained=str(path), **params)
+    return lambda path: _quiet_build(model, checkpoint=path, **params)
+
+
+def _quiet_build(name: str, **kwargs: Any) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build(name, **kwargs)
+
+
+def fetch_checked(name: str, sha256: Optional[str] = None, progress: bool = True) -> Path:
+    """The local path of the catalog's weights `name`, downloaded on first use and checked to load into its zoo
+    model (see `downloads.fetch_weights`); `sha256` pins the file's hash."""
+    entry = weights_entry(name)
+    return fetch_weights(name, validate=weights_validator(entry), sha256=sha256, progress=progress)
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A checkpoint argument as a local path: `weights:NAME` is the catalog's file (downloaded on first use,
+    unless `AUDIOINTERP_OFFLINE=1`; `fetch_checked`); any other path unchanged."""
+    name = weights_name(checkpoint)
+    return Path(checkpoint) if name is None else fetch_checked(name)
+
+
+def resolve_weights_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Builder or front-end parameters with every `weights:NAME` string replaced by that entry's local path (a
+    hub folder for CLAP's `pretrained`), fetched on first use."""
+    return {k: str(resolve_checkpoint(v)) if isinstance(v, str) and weights_name(v) is not None else v
+            for k, v in params.items()}
+
+
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "network", "weights")
 EXPORT_WEIGHTS = "model.safetensors"  # an export folder's weights (train/export.py's WEIGHTS)
 EXPORT_MANIFEST = "manifest.json"  # an export folder's sha256 list (train/export.py's MANIFEST)
 
 
 def sha256(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks (exports' manifests, stores' model hashes)."""
+    """The hex sha256 of a file, read in 1 MiB blocks (exports' manifests, stores' model hashes); `weights:NAME`
+    is that catalog entry's cached file (`resolve_checkpoint`), so a store extracted with it records its hash."""
+    path = resolve_checkpoint(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -378,9 +428,9 @@ def read_state_dict(path: str | Path, hint: str = "") -> dict[str, torch.Tensor]
     """Read a state dict from .safetensors, or from .pt/.pth/.bin/.ckpt with `torch.load(weights_only=True)`.
 
     `path` may also be an export folder: its `model.safetensors` (checked against `manifest.json`'s sha256, see
-    `export_weights`), whose `network.` weights are returned.
+    `export_weights`), whose `network.` weights are returned, or `weights:NAME` (`resolve_checkpoint`).
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if path.is_dir():
         path = export_weights(path)
     if not path.is_file():
