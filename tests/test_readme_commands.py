@@ -91,9 +91,9 @@ MEANINGS = {
         ({"store": Path("stores/semdnn")}, ConceptSettings(layer="output", vectors="glove-6b-50d", factor="material")),
 }
 EXTRACTS = {
-    "extract --model yamnet --checkpoint /weights/yamnet.pth --data data/impacts/manifest.csv --layers 1,5,9,14 "
+    "extract --model yamnet --checkpoint weights:yamnet --data data/impacts/manifest.csv --layers 1,5,9,14 "
     "--out stores/yamnet --pooling mean --dtype float16":
-        ExtractSettings(model="yamnet", checkpoint="/weights/yamnet.pth", data="data/impacts/manifest.csv",
+        ExtractSettings(model="yamnet", checkpoint="weights:yamnet", data="data/impacts/manifest.csv",
                         layers=["1", "5", "9", "14"], pooling="mean", dtype="float16"),
     "extract --model runs/classifier/RUN_ID/export --data /data/ESC-50-master --layers block4,embedding --out stores/cnn":
         ExtractSettings(model="runs/classifier/RUN_ID/export", data="/data/ESC-50-master", layers=["block4", "embedding"]),

@@ -265,3 +265,33 @@ def test_a_killed_download_leaves_nothing_behind(server: Any, tiny: WeightsEntry
 def test_an_unknown_name_suggests_the_closest(caches: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="mn10_as"):
         build("mn10", checkpoint="weights:mn10_a")
+
+
+def test_the_papers_word_vectors_by_name_download_once_and_load(caches: dict[str, Path], server: Any,
+                                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`task.vectors=weights:word2vec-google-news-300`: the gzip word2vec binary at gensim-data's release path
+    (served by the mirror), checked as gzip, loaded with its words and vectors; the second use reads the cache."""
+    import gzip
+
+    import numpy as np
+    from gensim.models import KeyedVectors
+
+    from audiointerp.datasets.embeddings import load_word_vectors
+
+    words = ["glass", "wood", "metal"]
+    vectors = np.arange(9, dtype=np.float32).reshape(3, 3)
+    kv = KeyedVectors(3)
+    kv.add_vectors(words, vectors)
+    raw = tmp_path / "vectors.bin"
+    kv.save_word2vec_format(str(raw), binary=True)
+    body = gzip.compress(raw.read_bytes())
+    entry = CATALOG["word2vec-google-news-300"]
+    small = WeightsEntry(entry.name, None, entry.file, None, entry.licence, entry.paper, url=entry.url, use="vectors")
+    monkeypatch.setitem(CATALOG, entry.name, small)  # the real entry pins the real file's md5 and size
+    server.serve("/RaRe-Technologies/gensim-data/releases/download/word2vec-google-news-300/word2vec-google-news-300.gz", body)
+    loaded = load_word_vectors("weights:word2vec-google-news-300")
+    assert loaded.words == words and np.array_equal(loaded.matrix(words), vectors)
+    assert loaded.source.startswith("weights:word2vec-google-news-300")
+    hits = server.hits()
+    assert load_word_vectors("weights:word2vec-google-news-300").words == words
+    assert server.hits() == hits  # from the cache

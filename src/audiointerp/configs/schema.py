@@ -33,6 +33,7 @@ class DataConfig:
     train_folds: list[str] = field(default_factory=lambda: ["2", "3", "4", "5"])  # folds used for training
     valid_folds: list[str] = field(default_factory=lambda: ["1"])  # folds used for validation (best checkpoint)
     test_folds: list[str] = field(default_factory=list)  # held-out folds: the best checkpoint is scored on them at the end
+    valid_fraction: float = 0.2  # a manifest without a fold column: the share of each class held out for validation (deterministic, stratified by data.label_column; no test split)
     allow_duplicates: bool = False  # a file may be listed more than once on purpose (repeats, several labels); never in two splits
     cache: bool = True  # decode and resample once into a memory-mapped cache
     cache_dir: Optional[str] = None  # null: $AUDIOINTERP_CACHE or ~/.cache/audiointerp

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from gensim.models import KeyedVectors
 
+from audiointerp.downloads import fetch_weights, weights_name
 from audiointerp.errors import AudioInterpError, DatasetError
 
 __all__ = [
@@ -372,7 +373,12 @@ def load_keyed_vectors(path: str | os.PathLike[str], format: str = "auto", *, li
 
 
 def load_word_vectors(path: str | os.PathLike[str], format: str = "auto", *, limit: int | None = None) -> WordVectors:
-    """:func:`load_keyed_vectors` wrapped in :class:`WordVectors` (``source`` is the path)."""
+    """:func:`load_keyed_vectors` wrapped in :class:`WordVectors` (``source`` is the path). ``path`` may be a
+    catalog name, ``weights:word2vec-google-news-300`` (the paper's vectors), downloaded on first use."""
+    name = weights_name(path)
+    if name is not None:
+        local = fetch_weights(name)
+        return WordVectors(load_keyed_vectors(local, format, limit=limit), source=f"weights:{name} ({local})")
     return WordVectors(load_keyed_vectors(path, format, limit=limit), source=str(Path(path).expanduser()))
 
 

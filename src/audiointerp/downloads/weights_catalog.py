@@ -196,7 +196,7 @@ CATALOG: dict[str, WeightsEntry] = {e.name: e for e in [
                  url="https://github.com/RaRe-Technologies/gensim-data/releases/download/word2vec-google-news-300/"
                      "word2vec-google-news-300.gz",
                  md5="a5e5354d40acb95f9ec66d5977d140ef", size=1743563840, use="vectors",
-                 notes="GoogleNews word2vec, 3M words, 300-d, binary gzip: task.vectors=PATH (`weights path`)"),
+                 notes="GoogleNews word2vec, 3M words, 300-d, binary gzip: task.vectors=weights:word2vec-google-news-300"),
 ]}
 
 

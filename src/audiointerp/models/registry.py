@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiointerp.downloads import WeightsEntry, fetch_weights, weights_entry, weights_name
+from audiointerp.downloads import CATALOG, WeightsEntry, fetch_weights, weights_entry, weights_name
 from audiointerp.errors import CheckpointError, ConfigError, closest
 from audiointerp.models.frontends import AudioPipeline
 
@@ -285,7 +285,7 @@ def build(name: str, num_classes: Optional[int] = None,
         if checkpoint is not None:
             if isinstance(checkpoint, (str, Path)):
                 source = str(checkpoint)
-                state = read_state_dict(checkpoint, spec.weights_hint)
+                state = read_state_dict(checkpoint, weights_hint(spec))
             else:
                 state = dict(checkpoint)
             checkpoint = state  # read once
@@ -303,7 +303,7 @@ def build(name: str, num_classes: Optional[int] = None,
             if count is not None and count != built:
                 model = spec.builder(num_classes=count, **params)
     if checkpoint is not None:
-        load_weights(model, checkpoint, hint=spec.weights_hint, source=source)
+        load_weights(model, checkpoint, hint=weights_hint(spec), source=source)
     return model
 
 
@@ -424,6 +424,17 @@ def export_weights(folder: Path) -> Path:
     return weights
 
 
+def weights_hint(spec: ModelSpec) -> str:
+    """Where the released weights of a model are, for a missing-file message: its catalog names (`weights:NAME`,
+    downloaded on first use) and its upstream hint."""
+    names = sorted(name for name, entry in CATALOG.items() if entry.model == spec.name)
+    if not names:
+        return spec.weights_hint
+    more = f" (or {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})" if len(names) > 1 else ""
+    upstream = f"; or get it from {spec.weights_hint}" if spec.weights_hint else ""
+    return f"give weights:{names[0]}{more} to download it{upstream}"
+
+
 def read_state_dict(path: str | Path, hint: str = "") -> dict[str, torch.Tensor]:
     """Read a state dict from .safetensors, or from .pt/.pth/.bin/.ckpt with `torch.load(weights_only=True)`.
 
@@ -434,7 +445,10 @@ def read_state_dict(path: str | Path, hint: str = "") -> dict[str, torch.Tensor]
     if path.is_dir():
         path = export_weights(path)
     if not path.is_file():
-        where = f" Get it from {hint} and pass its local path." if hint else ""
+        if hint.startswith("give weights:"):
+            where = f" {hint[0].upper()}{hint[1:]} and pass its local path."
+        else:
+            where = f" Get it from {hint} and pass its local path." if hint else ""
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist.{where}")
     try:
         if path.suffix == ".safetensors":
