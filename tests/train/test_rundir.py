@@ -89,3 +89,47 @@ def test_the_same_command_while_a_run_sets_up_is_refused(tmp_path: Path) -> None
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_an_empty_run_folder_left_by_a_kill_is_removed_unless_its_run_is_starting(tmp_path: Path) -> None:
+    """A run killed between creating its folder and writing its config left an empty folder and a stale lock
+    (benchmarks/faults.py: 1 of 50 kills); the next plan removes both, but never a folder a live process holds."""
+    cfg = _config(tmp_path)
+    empty = Path(cfg.output_dir) / "classifier" / "empty"
+    empty.mkdir(parents=True)
+    lock = run_lock_path(empty)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "started": "2026-01-01T00:00:00Z",
+                                "command": "audiointerp train classifier"}))
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    starting = Path(cfg.output_dir) / "classifier" / "starting"
+    starting.mkdir()
+    run_lock_path(starting).write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid,
+                                                   "started": "2026-01-01T00:00:00Z", "command": "audiointerp train"}))
+    try:
+        plan = plan_run(cfg)
+        assert plan.run_dir.name not in ("empty", "starting")
+        assert not empty.exists() and not lock.exists()
+        assert starting.is_dir()  # held by a live process: left alone
+    finally:
+        release_run_lock()
+        holder.kill()
+        holder.wait()
+
+
+def test_a_kill_while_the_best_link_is_swapped_is_repaired_on_resume(tiny_overrides: list[str]) -> None:
+    """Killed after writing `.tmp-best` but before renaming it to `best`: before the fix the resumed run never
+    re-created `best` (later evaluations were not better than the restored best value) and pruning deleted the
+    best checkpoint (benchmarks/faults.py, concurrent trial 23: best -> None)."""
+    from audiointerp.train.checkpoint import CheckpointStore
+    from audiointerp.train.trainer import Trainer
+
+    cfg = load_config("classifier", [*tiny_overrides, "train.checkpoint_every_steps=1", "train.keep_last=2"])
+    run = Trainer(cfg).fit().run_dir
+    store = CheckpointStore(run)
+    best = store.best()
+    assert best is not None
+    (run / "summary.json").unlink()
+    (store.dir / "best").rename(store.dir / ".tmp-best")  # the link written, not yet swapped in
+    Trainer(cfg).fit()
+    assert store.best() == best

@@ -268,12 +268,29 @@ class CheckpointStore:
         else:
             os.replace(temp, final)
         if is_best:
-            link = self.dir / f"{TMP_PREFIX}best"
-            link.unlink(missing_ok=True)
-            link.symlink_to(final.name)
-            os.replace(link, self.dir / "best")
+            self.link_best(final)
         self.prune()
         return final
+
+    def link_best(self, checkpoint: Path) -> None:
+        """Point `best` at `checkpoint` (a symlink swapped in atomically through `.tmp-best`)."""
+        link = self.dir / f"{TMP_PREFIX}best"
+        link.unlink(missing_ok=True)
+        link.symlink_to(checkpoint.name)
+        os.replace(link, self.dir / "best")
+
+    def restore_best(self, best_step: Optional[int]) -> Optional[Path]:
+        """On resume: point `best` at the checkpoint of `best_step` (the resumed state's) when a kill while swapping
+        the link left it missing or pointing elsewhere; without it, later evaluations that are not better would
+        never re-create it, and pruning would delete the best checkpoint. Returns the checkpoint relinked, if any."""
+        if best_step is None:
+            return None
+        target = self.dir / f"{STEP_PREFIX}{int(best_step):08d}"
+        if not (target / INFO_FILE).is_file() or self.best() == target.resolve():
+            return None
+        self.link_best(target)
+        log.info("restored the link best -> %s (a kill had interrupted its update)", target.name)
+        return target
 
     def prune(self) -> None:
         """Remove complete checkpoints beyond the last `keep_last` and `best`, each renamed away first."""

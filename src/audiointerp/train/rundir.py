@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from audiointerp.errors import CheckpointError, ConfigError
-from audiointerp.locks import FileLock, acquire_lock
+from audiointerp.locks import FileLock, LockHeldError, acquire_lock
 from audiointerp.train.checkpoint import INFO_FILE, CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,9 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         runs = sorted((p for p in experiment_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
                       key=lambda p: p.stat().st_mtime, reverse=True)
         for run_dir in runs:
+            if not any(run_dir.iterdir()):  # a run killed between creating its folder and writing its config
+                _remove_if_abandoned(run_dir, force)
+                continue
             if _unfinished_match(run_dir, cfg) is None:
                 continue
 
@@ -203,6 +206,20 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     run_id = new_run_id()
     run_dir = experiment_dir / run_id
     return _locked(run_dir, force, lambda: RunPlan(run_dir, run_id, None))
+
+
+def _remove_if_abandoned(run_dir: Path, force: bool) -> None:
+    """Remove the empty run folder `run_dir` (and its lock) unless a live process holds its lock (it is starting)."""
+    def remove() -> None:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+            log.info("removed the empty folder of a run killed while starting: %s", run_dir)
+        return None
+
+    try:
+        _locked(run_dir, force, remove)
+    except LockHeldError:
+        pass  # being set up by another process right now
 
 
 def _unfinished_match(run_dir: Path, cfg: DictConfig) -> Optional[Path]:

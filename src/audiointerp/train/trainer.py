@@ -322,6 +322,8 @@ class Trainer:
         if is_main:
             with writing("run folder", plan.run_dir):
                 plan.run_dir.mkdir(parents=True, exist_ok=True)
+                if fresh:  # at once, so that a run killed while setting up is recognised and restarted in place
+                    write_text_atomic(plan.run_dir / "config.yaml", to_yaml(cfg))
         accelerator.wait_for_everyone()
         setup_logging(plan.run_dir, is_main)
         try:
@@ -409,6 +411,8 @@ class Trainer:
             if plan.resume_from is not None:
                 tracking.metrics.truncate_after(state.step)
             store.clean_temp()
+            if plan.resume_from is not None:
+                store.restore_best(state.best_step)
         tracking.start()
         if skipped:
             tracking.log({f"data/skipped_{split}": float(n) for split, n in skipped.items()}, state.step, state.epoch)
