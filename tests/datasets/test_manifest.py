@@ -122,13 +122,8 @@ def test_write_csv_round_trip_to_another_folder(tree: Path, tmp_path_factory: py
 @pytest.mark.parametrize(
     ("header", "rows", "pattern"),
     [
-        (["path", "fold"], [["x.wav", "1"]], r"bad.csv.*missing required column 'label'"),
         (["label"], [["dog"]], r"bad.csv.*missing required column 'path'"),
-        (
-            ["path", "label"],
-            [["x.wav", "dog"], ["y.wav", " "]],
-            r"bad.csv.*row 2 \(line 3\).*empty value in column 'label'",
-        ),
+        (["label", "fold"], [["dog", "1"]], r"bad.csv.*missing required column 'path'"),
         (["path", "label"], [["", "dog"]], r"bad.csv.*row 1.*missing value in column 'path'"),
         (["path", "label"], [], r"bad.csv.*no rows"),
     ],
@@ -448,7 +443,7 @@ def test_a_fold_in_two_fold_lists_is_a_config_error(tree: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("path,fold\nx.wav,1\n", r"missing required column 'label'"),
+        ("label,fold\ndog,1\n", r"missing required column 'path'"),
         ("", r"is empty: expected a header"),
         ("\n\n", r"is empty: expected a header"),
         ("path;label;fold\nx.wav;dog;1\n", r"uses ';' to separate columns.*comma-separated"),
@@ -477,3 +472,33 @@ def test_auto_format_still_reads_official_metadata_files_and_names_other_files(t
     _wav(tmp_path / "audio" / "1-1-A-0.wav", 100, 0)
     _csv(meta / "esc50.csv", ["filename", "fold", "target", "category"], [["1-1-A-0.wav", "1", "0", "dog"]])
     assert load_manifest(meta / "esc50.csv").rows[0].labels == ("dog",)
+
+
+def test_a_manifest_needs_only_paths_and_labels_are_checked_where_used(tmp_path: Path) -> None:
+    """Issue 14: `path` alone is a manifest (relative to its folder); a dataset without a label column reads it;
+    one that is told to use labels names the file whose label is empty."""
+    import numpy as np
+    import soundfile as sf
+
+    from audiointerp.datasets import ManifestDataset, read_manifest
+    from audiointerp.errors import DatasetError
+
+    (tmp_path / "sub").mkdir()
+    for name in ("a.wav", "b.wav"):
+        sf.write(tmp_path / "sub" / name, np.full(800 + 400 * (name == "b.wav"), 0.1, dtype=np.float32), 8000)
+    (tmp_path / "paths.csv").write_text("path\nsub/a.wav\nsub/b.wav\n")
+    manifest = read_manifest(tmp_path / "paths.csv")
+    assert [row.labels for row in manifest.rows] == [(), ()] and [row.fold for row in manifest.rows] == ["", ""]
+    assert manifest.resolve(1) == tmp_path / "sub" / "b.wav"  # relative to the manifest's folder
+    data = ManifestDataset(manifest, sample_rate=8000, seconds=None, label_column=None, progress=False)
+    assert data.classes == [] and int(data[0]["target"]) == -1 and data.clip_samples() == [800, 1200]
+    assert [tuple(data[i]["audio"].shape) for i in range(2)] == [(1, 800), (1, 1200)]
+    assert ManifestDataset(manifest, sample_rate=16000, seconds=None, label_column=None,
+                           progress=False).clip_samples() == [1600, 2400]  # predicted at the dataset's rate
+    with pytest.raises(DatasetError, match=r"file 'sub/a.wav': its 'label' is empty.*data.label_column"):
+        ManifestDataset(manifest, sample_rate=8000, seconds=None, progress=False)
+    (tmp_path / "partial.csv").write_text("path,label,fold\nsub/a.wav,x,1\nsub/b.wav,,1\n")
+    partial = read_manifest(tmp_path / "partial.csv")
+    assert [row.labels for row in partial.rows] == [("x",), ()]
+    with pytest.raises(DatasetError, match=r"file 'sub/b.wav': its 'label' is empty"):
+        ManifestDataset(partial, sample_rate=8000, seconds=None, progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -342,3 +343,36 @@ def test_extract_refuses_a_shard_locked_on_another_host_unless_forced(tiny_data:
     assert not lock.exists()
     for layer in clean.layers:
         assert np.array_equal(forced.load(layer), clean.load(layer)), layer
+
+
+def test_a_shard_damaged_by_a_kill_during_a_flush_is_redone(tmp_path: Path) -> None:
+    """A real shard left by `extract` SIGKILLed while flushing (benchmarks/faults.py, extract trial 47): HDF5
+    opens it and reads its attributes, but its group's metadata points past the end of the file ("addr overflow"),
+    so before the fix the rerun died inside h5py. Now it counts as holding no chunk and is started afresh."""
+    from audiointerp.datasets.store import ShardWriter, UnreadableShardError, done_chunks
+
+    damaged = Path(__file__).parent / "data" / "shard_damaged_by_a_kill.h5"
+    shard = tmp_path / "shard-00000-of-00001.h5"
+    shutil.copy(damaged, shard)
+    assert done_chunks(tmp_path) == set()
+    writer = ShardWriter(shard, ["block2", "block3"], "float32")
+    try:
+        assert writer.done == set()
+        writer.write_chunk(0, np.arange(2), {"block2": np.ones((2, 3), np.float32), "block3": np.zeros((2, 4), np.float32)})
+    finally:
+        writer.close()
+    assert (tmp_path / "shard-00000-of-00001.h5.unreadable").read_bytes() == damaged.read_bytes()
+    assert done_chunks(tmp_path, strict=True) == {0}
+    with pytest.raises(UnreadableShardError):
+        shutil.copy(damaged, shard)
+        _damaged_with_rows(shard)
+        done_chunks(tmp_path, strict=True)
+
+
+def _damaged_with_rows(shard: Path) -> None:
+    """Claim a complete row in the damaged shard's attributes (which still write), so its datasets must read."""
+    import h5py
+
+    with h5py.File(shard, "r+") as handle:
+        handle.attrs["rows"] = 2
+        handle.attrs["done"] = "[0]"

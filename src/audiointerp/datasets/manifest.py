@@ -1,7 +1,8 @@
 """Manifests (lists of labelled audio files) and the dataset that reads them.
 
-The generic manifest format is a CSV with required columns ``path`` and ``label`` and optional
-``description`` and ``fold``; every other column is a *factor* (e.g. ``material``, ``action``).
+The generic manifest format is a CSV with one required column, ``path``, and optional ``label``, ``description``
+and ``fold``; every other column is a *factor* (e.g. ``material``, ``action``). A command needs a label column only
+where it uses one (``train`` needs the one it is told; ``extract`` and ``analyze`` need none), and checks it then.
 Multi-label rows join their labels with ``;``. Paths are relative to the CSV's folder unless absolute.
 Official dataset layouts (ESC-50, UrbanSound8K, FSD50K, MSOS) are read by :mod:`.readers`.
 """
@@ -17,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
 from audiointerp.datasets import audio as _audio
 from audiointerp.datasets.cache import AudioCache
+from audiointerp.datasets.lengths import pad_batch
 from audiointerp.errors import AudioFileError, ConfigError, DatasetError
 
 __all__ = [
@@ -185,7 +188,13 @@ class Manifest:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Read a manifest in the generic CSV format (see the module docstring)."""
+    """Read a manifest in the generic CSV format (see the module docstring).
+
+    Only ``path`` is required: a row without a label (no ``label`` column, or an empty value) has ``labels == ()``
+    and a row without a fold has ``fold == ""``. Whoever uses the labels checks them (``ManifestDataset`` with a
+    ``label_column`` names the file whose label is empty). Raises DatasetError for a missing file, no ``path``
+    column, an empty path, a row longer than the header, duplicate columns, or no rows.
+    """
     src = Path(path)
     if not src.is_file():
         raise DatasetError(f"manifest {str(src)!r} not found")
@@ -195,15 +204,14 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         while header is not None and not any(h.strip() for h in header):
             header = next(reader, None)  # blank lines before the header
         if header is None:
-            raise DatasetError(f"manifest {str(src)!r} is empty: expected a header with columns 'path' and 'label'")
+            raise DatasetError(f"manifest {str(src)!r} is empty: expected a header with at least the column 'path'")
         header = [h.strip() for h in header]
-        for col in ("path", "label"):
-            if col not in header:
-                _check_separator(src, header)
-                raise DatasetError(
-                    f"manifest {str(src)!r}: missing required column {col!r} (header: {header}); "
-                    "the generic format needs 'path' and 'label'"
-                )
+        if "path" not in header:
+            _check_separator(src, header)
+            raise DatasetError(
+                f"manifest {str(src)!r}: missing required column 'path' (header: {header}); "
+                "the generic format needs 'path' (and optionally 'label', 'description', 'fold' and factor columns)"
+            )
         dupes = sorted({h for h in header if header.count(h) > 1})
         if dupes:
             raise DatasetError(f"manifest {str(src)!r}: duplicate columns {dupes}")
@@ -223,9 +231,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
             if not rel:
                 raise DatasetError(f"{where}: missing value in column 'path'")
             pieces = (s.strip() for s in record.get("label", "").split(LABEL_SEPARATOR))
-            labels = tuple(dict.fromkeys(s for s in pieces if s))
-            if not labels:
-                raise DatasetError(f"{where}: empty value in column 'label' (file {rel!r})")
+            labels = tuple(dict.fromkeys(s for s in pieces if s))  # () without a label: checked where one is used
             rows.append(
                 ManifestRow(
                     path=rel,
@@ -247,7 +253,7 @@ def _check_separator(src: Path, header: list[str]) -> None:
     """Raise DatasetError when a header lacking 'path' or 'label' has them joined by another separator."""
     for sep, name in _OTHER_SEPARATORS.items():
         cells = {c.strip() for h in header for c in h.split(sep)}
-        if any(sep in h for h in header) and {"path", "label"} <= cells:
+        if any(sep in h for h in header) and "path" in cells:
             raise DatasetError(
                 f"manifest {str(src)!r} uses {name} to separate columns (header: {header}); the manifest format is "
                 f"comma-separated (';' only joins the labels of a multi-label row): save it as a comma-separated CSV"
@@ -450,11 +456,8 @@ def collate_clips(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torc
     channels = {int(item["audio"].shape[0]) for item in items}
     if len(channels) != 1:
         raise DatasetError(f"clips of one batch have different channel counts {sorted(channels)}")
-    lengths = [int(item["audio"].shape[-1]) for item in items]
-    audio = items[0]["audio"].new_zeros((len(items), channels.pop(), max(lengths)))
-    for k, item in enumerate(items):
-        audio[k, :, : lengths[k]] = item["audio"]
-    batch: dict[str, torch.Tensor] = {"audio": audio, "length": torch.tensor(lengths, dtype=torch.int64)}
+    audio, lengths = pad_batch([item["audio"] for item in items])
+    batch: dict[str, torch.Tensor] = {"audio": audio, "length": lengths}
     for key in items[0]:
         if key not in ("audio", "length"):
             batch[key] = torch.stack([torch.as_tensor(item[key]) for item in items])
@@ -467,7 +470,8 @@ class ManifestDataset(Dataset):
     ``audio`` is float32 ``[channels, n]`` with ``n = round(seconds * sample_rate)`` (the full clip when
     ``seconds`` is None). Training crops start at an offset drawn from ``default_rng([seed, epoch, i])``;
     evaluation crops start at 0; short clips are zero-padded at the end. ``target`` is the int64 class
-    index, or a float32 multi-hot vector with ``multi_label=True``. Files are checked at construction
+    index, or a float32 multi-hot vector with ``multi_label=True``; with ``label_column=None`` (a command that needs
+    no labels, such as ``extract``) no label is read or checked, ``classes`` is empty and ``target`` is -1. Files are checked at construction
     (``on_error="skip"`` drops bad ones into ``skipped``); with ``cache_dir`` the decoded audio is cached
     once on disk (:class:`~audiointerp.datasets.cache.AudioCache`) and read back from a memmap. Without a
     cache, a file whose header checks out but whose samples fail to decode raises AudioFileError when read.
@@ -481,7 +485,7 @@ class ManifestDataset(Dataset):
         seconds: float | None,
         channels: int = 1,
         train: bool = False,
-        label_column: str = "label",
+        label_column: str | None = "label",
         classes: Sequence[str] | None = None,
         multi_label: bool = False,
         cache_dir: str | Path | None = None,
@@ -514,9 +518,9 @@ class ManifestDataset(Dataset):
         self.progress = bool(progress)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
-        self.classes: list[str] = self._choose_classes(classes)
+        self.classes: list[str] = [] if label_column is None else self._choose_classes(classes)
         self.class_to_index = {c: k for k, c in enumerate(self.classes)}
-        label_sets = [self._row_targets(k, row) for k, row in enumerate(manifest.rows)]
+        label_sets = [() if label_column is None else self._row_targets(k, row) for k, row in enumerate(manifest.rows)]
 
         paths = [manifest.resolve(r).absolute() for r in manifest.rows]
         self.skipped: list[tuple[str, str]] = []
@@ -566,6 +570,10 @@ class ManifestDataset(Dataset):
     def _row_targets(self, k: int, row: ManifestRow) -> tuple[int, ...]:
         where = f"manifest {self.manifest.source or self.manifest.root}, file {row.path!r}"
         values = self.manifest.column_values(row, self.label_column)
+        if not values:
+            known = ", ".join(repr(c) for c in ("label", *self.manifest.factor_names))
+            raise DatasetError(f"{where}: its {self.label_column!r} is empty (columns that can label: {known}; "
+                               "training takes the one in data.label_column, e.g. data.label_column=material)")
         if not self.multi_label and len(values) != 1:
             raise DatasetError(
                 f"{where} has {len(values)} labels {list(values)}; set data.multi_label=true for multi-label data"
@@ -653,6 +661,25 @@ class ManifestDataset(Dataset):
         default collate, for crops of one length). Loaders built by the trainer use it."""
         return collate_clips if self.n_samples is None else None
 
+    def clip_samples(self) -> list[int]:
+        """The number of samples ``__getitem__`` returns for each example, without decoding: ``n_samples`` for
+        crops; for whole clips the cache's lengths, or, without a cache, what the file's header predicts at
+        ``sample_rate`` (ceil(frames x rate / file rate), as resampling gives; 0 where the header cannot be read).
+        Without a cache it is a prediction (e.g. an MP3's frame count): callers that need the exact length take
+        it from the decoded audio."""
+        if self.n_samples is not None:
+            return [self.n_samples] * len(self)
+        if self.cache is not None and self._cache_pos is not None:
+            return [int(self.cache.lengths[j]) for j in self._cache_pos]
+        out = []
+        for path in self.paths:
+            try:
+                info = sf.info(str(path))
+                out.append(-(-int(info.frames) * self.sample_rate // int(info.samplerate)))
+            except Exception:  # an unreadable header: decoding will say why
+                out.append(0)
+        return out
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -700,7 +727,9 @@ class ManifestDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} examples")
         target_ids = self._targets[i]
-        if self.multi_label:
+        if self.label_column is None:
+            target = torch.tensor(-1, dtype=torch.int64)
+        elif self.multi_label:
             target = torch.zeros(len(self.classes), dtype=torch.float32)
             target[list(target_ids)] = 1.0
         else:

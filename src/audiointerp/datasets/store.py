@@ -4,8 +4,12 @@ A store is a folder:
 
 - `store.json`: the model (zoo name or export folder) and its weights' sha256, the front end and its
   parameters, the layers and each one's activation shape per patch (`layer_shapes`, what `forward_from` takes),
-  dtype, time pooling and flattening, the data source, the clip count and chunk size;
-- `clips.csv`: one row per clip, in store order: `index, path, label, fold, description` and the factor columns;
+  dtype, time pooling and flattening, the data source, the clip count and chunk size, and how lengths were
+  handled (`lengths`: the network's minimum input `min_samples`, a fixed-length network's `window_samples`, each
+  layer's `time_axes`, the counts of `padded_clips` and `windowed_clips`);
+- `clips.csv`: one row per clip, in store order: `index, path, label, fold, description`, the factor columns, and
+  (extract) `samples` (the clip's length at the front end's rate), `padded` (1: zero-padded to `min_samples`) and
+  `windows` (how many windows of a fixed-length network it ran in);
 - `shard-*.h5` (HDF5 through h5py): each process's rows, `layers/<layer>` [rows, ...] and `index` [rows] (the
   clips' store indices), with the attributes `rows` and `done` (the chunks whose rows are complete).
 
@@ -111,15 +115,44 @@ class ShardWriter:
                             "afresh", self.path, str(err).splitlines()[0], aside.name)
         if not self.path.exists():
             _create_empty_shard(self.path)
+        try:
+            self._open_and_cut()
+        except (OSError, RuntimeError, KeyError, ValueError) as err:
+            # HDF5 is not crash-safe: a kill during a flush can leave a shard that opens but whose metadata is
+            # damaged (h5py then fails on a link or dataset). Its chunks cannot be trusted: redo them all.
+            file, self.file = getattr(self, "file", None), None
+            if file is not None:
+                try:
+                    file.close()
+                except Exception:  # noqa: BLE001 (a damaged file may not even close)
+                    pass
+            aside = self.path.with_name(self.path.name + UNREADABLE_SUFFIX)
+            os.replace(self.path, aside)
+            log.warning("shard %s is damaged (%s: %s), so its chunks cannot be trusted: moved to %s, starting it "
+                        "afresh", self.path, type(err).__name__, str(err).splitlines()[0] if str(err) else "", aside.name)
+            _create_empty_shard(self.path)
+            self._open_and_cut()
+
+    def _open_and_cut(self) -> None:
+        """Open the shard for appending, check that every dataset reads, and cut off a half-written chunk."""
         self.file = h5py.File(self.path, "r+")
         rows = int(self.file.attrs.get("rows", 0))
+        done = json.loads(self.file.attrs.get("done", "[]"))
         for name in ["index", *(f"layers/{layer}" for layer in self.layers)]:
-            if name in self.file and self.file[name].shape[0] != rows:
-                self.file[name].resize(rows, axis=0)  # drop a chunk a killed run left half-written
+            if name in self.file:
+                dataset = self.file[name]
+                if dataset.shape[0] < rows:
+                    raise KeyError(f"{name} holds {dataset.shape[0]} rows, the shard says {rows}")
+                if rows:
+                    dataset[rows - 1]  # the last complete row reads
+                if dataset.shape[0] != rows:
+                    dataset.resize(rows, axis=0)  # drop a chunk a killed run left half-written
+            elif rows:
+                raise KeyError(f"{name} is missing from a shard of {rows} rows")
         if int(self.file.attrs.get("rows", -1)) != rows:
             self.file.attrs["rows"] = rows
         if "done" not in self.file.attrs:
-            self.file.attrs["done"] = "[]"
+            self.file.attrs["done"] = json.dumps(sorted(done))
         self.file.flush()
 
     @property
@@ -226,9 +259,19 @@ def _shard_done(path: Path) -> set[int]:
     """The chunks complete in one shard; a StoreError (see `_open_error`) naming the shard when it cannot be opened."""
     try:
         with h5py.File(path, "r") as handle:
+            rows = int(handle.attrs.get("rows", 0))
+            names = ["index", *(f"layers/{name}" for name in handle.get("layers", {}))] if rows else []
+            for name in names:  # a shard damaged by a kill during a flush opens, but its datasets do not read
+                if name not in handle or handle[name].shape[0] < rows:
+                    raise KeyError(f"{name} is missing or shorter than the shard's {rows} rows")
+                handle[name][rows - 1]
             return set(json.loads(handle.attrs.get("done", "[]")))
     except OSError as err:
         raise _open_error(path, err) from err
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UnreadableShardError(f"shard {path} is damaged ({first}): an extraction was probably killed while "
+                                   "writing it; run the same `audiointerp extract` command again to redo its chunks") from err
 
 
 def done_chunks(folder: Path, strict: bool = False) -> set[int]:
@@ -310,8 +353,13 @@ class ActivationStore:
         return tuple(shapes[layer])
 
     def as_patches(self, layer: str, values: np.ndarray) -> np.ndarray:
-        """Stored activations [n, ...] (pooled or flattened or not) reshaped to [n, patches, *patch_shape]."""
+        """Stored activations [n, ...] (pooled or flattened or not) reshaped to [n, patches, *patch_shape]. A layer
+        with a time axis stored with `--pooling time` cannot be: StoreError."""
         shape = self.patch_shape(layer)
+        timed = (self.meta.get("lengths") or {}).get("time_axes", {}).get(layer)
+        if self.meta.get("pooling") == "time" and timed:
+            raise StoreError(f"{self.folder}: layer {layer!r} was averaged over its time axis (extract --pooling time), "
+                             "so the network cannot continue from it; extract it with --pooling mean or none")
         per_clip = int(np.prod(values.shape[1:]))
         if per_clip % int(np.prod(shape)):
             raise StoreError(f"layer {layer!r}: {per_clip} values per clip are not whole patches of shape {shape}")

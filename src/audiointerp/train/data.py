@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 from omegaconf import DictConfig
 
 from audiointerp.datasets import Manifest, ManifestDataset, load_manifest
-from audiointerp.datasets.manifest import SplitReport, check_splits
+from audiointerp.datasets.manifest import LABEL_SEPARATOR, SplitReport, check_splits
+from audiointerp.errors import ConfigError, DatasetError
+
+log = logging.getLogger("audiointerp")
 
 
 def cache_dir(data_cfg: DictConfig) -> Optional[str]:
@@ -57,13 +62,28 @@ def manifest_splits(data_cfg: DictConfig, seed: int, progress: bool = True) -> t
     """Training and validation datasets from the configured folds, and the class list.
 
     The manifest's split is checked first (:func:`check_manifest_splits`): a file in two of the train, valid and
-    test folds, or under two labels, is a DatasetError; repeated files and unused folds are warnings.
+    test folds, or under two labels, is a DatasetError; repeated files and unused folds are warnings. A manifest
+    without folds (no row has one) is split by :func:`fraction_split` instead (`data.valid_fraction` of each class
+    to validation, seeded by `seed`; no test split), which is logged.
     """
     manifest = load_manifest(str(data_cfg.source), format=str(data_cfg.format))
-    classes = list(data_cfg.classes) if data_cfg.classes else manifest.class_list(str(data_cfg.label_column))
-    train_rows = manifest.select_folds(list(data_cfg.train_folds))
-    valid_rows = manifest.select_folds(list(data_cfg.valid_folds))
-    check_manifest_splits(data_cfg, manifest)
+    label_column = str(data_cfg.label_column)
+    classes = list(data_cfg.classes) if data_cfg.classes else manifest.class_list(label_column)
+    if not classes:
+        raise DatasetError(f"{data_cfg.source} has no values in the label column {label_column!r}: training needs "
+                           "labels; set data.label_column to a column that has them (e.g. data.label_column=material)")
+    if has_no_folds(manifest):
+        if data_cfg.get("test_folds"):
+            raise ConfigError(f"data.test_folds={list(data_cfg.test_folds)} but {data_cfg.source} has no fold column")
+        fraction = float(data_cfg.get("valid_fraction", 0.2))
+        train_rows, valid_rows = fraction_split(manifest, label_column, fraction, seed)
+        log.info("%s has no fold column: split %d training / %d validation clips, %.0f %% of each %s held out "
+                 "(data.valid_fraction=%g, seed %d; no test split)", data_cfg.source, len(train_rows), len(valid_rows),
+                 100 * fraction, label_column, fraction, seed)
+    else:
+        train_rows = manifest.select_folds(list(data_cfg.train_folds))
+        valid_rows = manifest.select_folds(list(data_cfg.valid_folds))
+        check_manifest_splits(data_cfg, manifest)
     train = manifest_dataset(data_cfg, train_rows, train=True, classes=classes, seed=seed, progress=progress)
     valid = manifest_dataset(data_cfg, valid_rows, train=False, classes=classes, seed=seed, progress=progress)
     return train, valid, classes
@@ -84,3 +104,38 @@ def check_manifest_splits(data_cfg: DictConfig, manifest: Manifest) -> SplitRepo
         allow_duplicates=bool(data_cfg.get("allow_duplicates", False)),
         label_column=str(data_cfg.label_column),
     )
+
+
+def has_no_folds(manifest: Manifest) -> bool:
+    """True when no row of `manifest` has a fold (no `fold` column, or every value empty)."""
+    return all(not row.fold for row in manifest.rows)
+
+
+def fraction_split(manifest: Manifest, label_column: str, valid_fraction: float, seed: int) -> tuple[Manifest, Manifest]:
+    """(train, valid) subsets of `manifest`: from each class of `label_column` (a multi-label row's class is its
+    joined label set), round(`valid_fraction` x its rows) rows go to validation (at least one when the class has
+    two or more rows), chosen by a generator seeded by `seed`: the same manifest and seed give the same split.
+    Both subsets keep the whole manifest's class list and keep the manifest's row order.
+
+    Raises ConfigError for a fraction outside (0, 1), DatasetError when a side would be empty.
+    """
+    if not 0.0 < float(valid_fraction) < 1.0:
+        raise ConfigError(f"data.valid_fraction={valid_fraction}: it must lie strictly between 0 and 1")
+    groups: dict[str, list[int]] = {}
+    for k, row in enumerate(manifest.rows):
+        groups.setdefault(LABEL_SEPARATOR.join(manifest.column_values(row, label_column)), []).append(k)
+    rng = np.random.default_rng(int(seed))
+    valid: set[int] = set()
+    for key in sorted(groups):
+        rows = groups[key]
+        take = int(round(len(rows) * float(valid_fraction)))
+        take = min(len(rows) - 1, max(take, 1)) if len(rows) > 1 else 0
+        valid.update(int(rows[j]) for j in rng.permutation(len(rows))[:take])
+    train_rows = [row for k, row in enumerate(manifest.rows) if k not in valid]
+    valid_rows = [row for k, row in enumerate(manifest.rows) if k in valid]
+    if not train_rows or not valid_rows:
+        raise DatasetError(f"{manifest.source or manifest.root}: {len(manifest.rows)} clips are too few to hold out "
+                           f"data.valid_fraction={valid_fraction} of each class for validation")
+    classes = manifest.classes or tuple(manifest.label_values("label"))
+    return (Manifest(manifest.root, train_rows, manifest.factor_names, classes, manifest.source),
+            Manifest(manifest.root, valid_rows, manifest.factor_names, classes, manifest.source))

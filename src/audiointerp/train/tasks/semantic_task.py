@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from audiointerp.datasets import Manifest, ManifestDataset, ManifestRow, load_manifest
 from audiointerp.datasets.embeddings import WordVectors, embed_words, glove_6b_50d, load_word_vectors, train_word2vec
+from audiointerp.datasets.lengths import patch_counts
 from audiointerp.datasets.sampling import ClusterBalancedSampler, clip_clusters, cluster_coverage, cluster_words
 from audiointerp.datasets.vocabulary import Vocabulary, manifest_words, tokenize
 from audiointerp.errors import ConfigError, DatasetError
@@ -195,11 +196,8 @@ class _VGGishTask(Task):
         with torch.no_grad():
             features = self.frontend(audio)  # [B, P, 1, 96, 64]
         batch, most = features.shape[:2]
-        if lengths is None or not hasattr(self.frontend, "num_patches"):
-            counts = torch.full((batch,), most, dtype=torch.int64)
-        else:
-            counts = torch.tensor([min(most, int(self.frontend.num_patches(int(n)))) for n in lengths.tolist()],
-                                  dtype=torch.int64)
+        sizes = [most] * batch if lengths is None else patch_counts(self.frontend, lengths.tolist(), most)
+        counts = torch.tensor(sizes, dtype=torch.int64)  # the same rule as `extract` (datasets/lengths.py)
         keep = torch.arange(most)[None, :] < counts[:, None]
         owner = torch.arange(batch).repeat_interleave(counts)
         return features[keep.to(features.device)], owner.to(features.device), counts.to(features.device)
