@@ -71,10 +71,10 @@ def test_two_process_flow_run(small_cnn_store: Path, tmp_path: Path) -> None:
     """The flow's ActNorms are data-initialised before `prepare` on the same clips in both processes, so the DDP
     replicas start (and stay) equal; the run trains, evaluates once per epoch and exports an exact inverse."""
     import numpy as np
-    from tests.train.tasks.test_flow_task import FLOW_TINY
 
     from audiointerp.analysis import ActivationStore
     from audiointerp.train.export import export_run, load_export_task
+    from tests.train.tasks.test_flow_task import FLOW_TINY
 
     torchrun(["train", "flow", *FLOW_TINY, f"data.source={small_cnn_store}", "task.layer=block3",
               f"output_dir={tmp_path / 'runs'}"], 2, tmp_path)
