@@ -65,3 +65,16 @@ def test_training_on_a_manifest_of_paths_and_a_factor_says_how_it_split(tiny_dat
     run = Trainer(load_config("classifier", [*overrides, f"data.source={source}", "data.label_column=material",
                                              "train.max_steps=1"])).fit()
     assert run.run_dir.is_dir()
+
+
+def test_a_file_listed_twice_never_lands_on_both_sides(tmp_path) -> None:
+    """Rows were split one by one: a path in two rows (or under two labels) could go to training and validation."""
+    from audiointerp.datasets.manifest import Manifest, ManifestRow
+    from audiointerp.train.data import fraction_split
+
+    rows = [ManifestRow(path=tmp_path / f"c{i % 10}.wav", labels=(f"l{i % 2}",)) for i in range(40)]
+    manifest = Manifest(tmp_path, rows, (), ("l0", "l1"), None)
+    for seed in range(5):
+        train, valid = fraction_split(manifest, "label", 0.3, seed)
+        assert not {r.path for r in train.rows} & {r.path for r in valid.rows}
+        assert len(train.rows) + len(valid.rows) == 40 and valid.rows

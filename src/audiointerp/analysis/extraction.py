@@ -376,14 +376,15 @@ def _extract_chunks(settings: ExtractSettings, out: Path, state: Any, pipeline: 
     device = state.device
     pipeline.to(device)
     chunks = chunks_of(len(dataset), settings.chunk_size)
-    done = done_chunks(out)
+    own = shard_path(out, state.process_index, state.num_processes)
+    done_elsewhere = done_chunks(out, exclude=own)
     state.wait_for_everyone()  # every process has read the shards before any opens its own for writing (HDF5 locks)
-    mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index and c not in done]
-    if max_chunks is not None:
-        mine = mine[:max_chunks]
-    writer = ShardWriter(shard_path(out, state.process_index, state.num_processes), layers, settings.dtype,
-                         force_unlock=force_unlock)
+    writer = ShardWriter(own, layers, settings.dtype, force_unlock=force_unlock)
     try:
+        done = done_elsewhere | writer.done  # after opening: a shard found damaged there was started afresh
+        mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index and c not in done]
+        if max_chunks is not None:
+            mine = mine[:max_chunks]
         bar = tqdm(total=sum(len(chunks[c]) for c in mine), desc=f"extract {Path(settings.model).name}", unit="clip",
                    disable=not (progress and state.is_main_process), dynamic_ncols=True)
         with bar:

@@ -118,9 +118,13 @@ class ShardWriter:
         try:
             self._open_and_cut()
         except (OSError, RuntimeError, KeyError, ValueError) as err:
+            file, self.file = getattr(self, "file", None), None
+            if isinstance(err, OSError) and err.errno is not None:  # locked by a reader, no permission, a full
+                if file is not None:                                # disk: the shard is fine, say why it cannot
+                    file.close()                                    # be opened and leave it alone
+                raise _open_error(self.path, err) from err
             # HDF5 is not crash-safe: a kill during a flush can leave a shard that opens but whose metadata is
             # damaged (h5py then fails on a link or dataset). Its chunks cannot be trusted: redo them all.
-            file, self.file = getattr(self, "file", None), None
             if file is not None:
                 try:
                     file.close()
@@ -274,8 +278,9 @@ def _shard_done(path: Path) -> set[int]:
                                    "writing it; run the same `audiointerp extract` command again to redo its chunks") from err
 
 
-def done_chunks(folder: Path, strict: bool = False) -> set[int]:
-    """Chunks complete in any shard of the store.
+def done_chunks(folder: Path, strict: bool = False, exclude: Optional[Path] = None) -> set[int]:
+    """Chunks complete in any shard of the store (but `exclude`: a writer's own shard, whose chunks it reads once
+    it has opened, and possibly redone, that shard).
 
     A shard HDF5 cannot parse counts as holding no complete chunk (what resuming an extraction needs: its chunks
     are recomputed and `ShardWriter` starts it afresh); with `strict` it is an UnreadableShardError naming it.
@@ -283,6 +288,8 @@ def done_chunks(folder: Path, strict: bool = False) -> set[int]:
     """
     done: set[int] = set()
     for path in sorted(Path(folder).glob(SHARD_GLOB)):
+        if exclude is not None and path.resolve() == Path(exclude).resolve():
+            continue
         try:
             done |= _shard_done(path)
         except UnreadableShardError:

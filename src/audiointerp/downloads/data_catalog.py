@@ -12,15 +12,17 @@ set waits for the first.
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 import shutil
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from audiointerp.downloads.fetching import LOCKS, data_cache, download, mirrored, offline, offline_reason, waiting_lock
+from audiointerp.downloads.fetching import LOCKS, data_cache, download, mirrored, offline, offline_reason, waiting_lock, write_record
 from audiointerp.errors import ConfigError, DownloadError, closest, writing
 
 DATA_PREFIX = "data:"
@@ -120,15 +122,20 @@ def data_name(source: str | os.PathLike[str]) -> Optional[str]:
 
 
 def _unpack(archive: Path, into: Path) -> None:
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as bundle:
-            bundle.extractall(into)  # zipfile drops absolute paths and '..'
-        return
+    """Unpack a zip or tar archive into `into`; a corrupt one is a `DownloadError`."""
     try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as bundle:
+                bundle.extractall(into)  # zipfile drops absolute paths and '..'
+            return
         with tarfile.open(archive) as bundle:
-            bundle.extractall(into, filter="data")  # no links out of the folder, no absolute paths
-    except tarfile.TarError as err:
-        raise DownloadError(f"cannot unpack {archive}: {err}") from err
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12
+                bundle.extractall(into, filter="data")  # no links out of the folder, no absolute paths
+            else:
+                bundle.extractall(into)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise DownloadError(f"cannot unpack {archive.name} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}): "
+                            "the archive is corrupt; it was removed, fetch again") from err
 
 
 def fetch_data(name: str, folder: Optional[str | os.PathLike[str]] = None, progress: bool = True) -> Path:
@@ -160,13 +167,19 @@ def fetch_data(name: str, folder: Optional[str | os.PathLike[str]] = None, progr
         try:
             with writing("data folder", temporary):
                 temporary.mkdir(parents=True)
-                _unpack(archive, temporary)
+                try:
+                    _unpack(archive, temporary)
+                except DownloadError:
+                    archive.unlink(missing_ok=True)  # never kept to fail again: the next fetch downloads anew
+                    write_record(root, f"{ARCHIVES}/{entry.file}", None)
+                    raise
             inside = [p for p in temporary.iterdir() if not p.name.startswith(".")]
             top = inside[0] if len(inside) == 1 and inside[0].is_dir() else temporary
             try:
                 entry.check(top)
             except DownloadError as err:
                 archive.unlink(missing_ok=True)  # a wrong archive is not kept to be unpacked again
+                write_record(root, f"{ARCHIVES}/{entry.file}", None)
                 raise DownloadError(f"data set {entry.name!r}: the archive from {entry.url} is not in the official "
                                     f"layout ({err}); nothing was kept") from err
             with writing("data folder", dest):
@@ -174,6 +187,7 @@ def fetch_data(name: str, folder: Optional[str | os.PathLike[str]] = None, progr
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
         archive.unlink(missing_ok=True)
+        write_record(root, f"{ARCHIVES}/{entry.file}", None)  # the archive is gone: its record must not outlive it
     return dest
 
 

@@ -52,6 +52,15 @@ LOCK_WAIT_S = 6 * 3600.0  # how long a process waits for another one's download 
 _TRUE = {"1", "true", "yes", "on"}
 
 
+
+def first_line(err: BaseException, limit: int = 400) -> str:
+    """An error's message on one line, at most `limit` characters (library errors, torch's load errors above all,
+    run to paragraphs): the project's errors stay one line."""
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    if not text:
+        return type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 def _folder(env: str, default: str) -> Path:
     return Path(os.environ.get(env) or default).expanduser()
 
@@ -253,7 +262,7 @@ def download(url: str, dest: Path, *, cache: Optional[Path] = None, what: Option
             try:
                 validate(dest)
             except Exception as err:  # noqa: BLE001 (the file is the user's: named with the cause, not removed)
-                raise DownloadError(f"{what}: {dest} (not downloaded here) does not load: {err}") from err
+                raise DownloadError(f"{what}: {dest} (not downloaded here) does not load: {first_line(err)}") from err
         check_cached(dest, cache, key, sha256, url=url)
         return dest
     source = mirrored(url)
@@ -311,7 +320,7 @@ def _accept(temporary: Path, source: str, dest: Path, what: str, sha256: Optiona
         try:
             validate(temporary)
         except Exception as err:  # noqa: BLE001 (any failure to load refuses the file; the cause is named)
-            raise DownloadError(f"{what}: the file from {source} does not load: {err}") from err
+            raise DownloadError(f"{what}: the file from {source} does not load: {first_line(err)}") from err
     return digest
 
 
@@ -324,7 +333,9 @@ def _fetch(url: str, temporary: Path, what: str, progress: bool, timeout: float,
 
     pause = RETRY_PAUSE_S
     for attempt in range(1, attempts + 1):
-        bar = tqdm(total=0, unit="B", unit_scale=True, desc=temporary.name.split("-", 2)[-1], disable=not progress,
+        # total=1, not 0: pooch fills in the bar (and its Content-Length) only when the bar is truthy, and a tqdm
+        # is falsy while its total is 0
+        bar = tqdm(total=1, unit="B", unit_scale=True, desc=temporary.name.split("-", 2)[-1], disable=not progress,
                    leave=False)
         try:
             with writing("download", temporary):
@@ -344,14 +355,14 @@ def _fetch(url: str, temporary: Path, what: str, progress: bool, timeout: float,
                 requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
             temporary.unlink(missing_ok=True)
             if attempt == attempts:
-                raise DownloadError(f"{what}: downloading {url} failed {attempts} times (last: {err}); nothing was "
+                raise DownloadError(f"{what}: downloading {url} failed {attempts} times (last: {first_line(err)}); nothing was "
                                     "cached") from err
             log.warning("download of %s cut (%s); trying again (%d of %d)", url, err, attempt + 1, attempts)
             time.sleep(pause)
             pause *= 2
         except requests.exceptions.RequestException as err:
             temporary.unlink(missing_ok=True)
-            raise DownloadError(f"{what}: cannot download {url}: {err}") from err
+            raise DownloadError(f"{what}: cannot download {url}: {first_line(err)}") from err
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise

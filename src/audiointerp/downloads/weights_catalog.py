@@ -25,6 +25,7 @@ from audiointerp.downloads.fetching import (
     check_cached,
     download,
     file_hash,
+    first_line,
     now_utc,
     offline,
     offline_reason,
@@ -258,7 +259,7 @@ def fetch_weights(name: str, *, validate: Optional[Callable[[Path], None]] = Non
             try:
                 validate(dest)
             except Exception as err:  # noqa: BLE001 (the user's file is named with the cause; it stays where it is)
-                raise DownloadError(f"{what}: {dest} does not load: {err}") from err
+                raise DownloadError(f"{what}: {dest} does not load: {first_line(err)}") from err
         check_cached(dest, weights_cache(), key, sha256 or entry.sha256, url=entry.where())
         return dest
     assert entry.url is not None
@@ -292,7 +293,7 @@ def _fetch_hub(entry: WeightsEntry, validate: Optional[Callable[[Path], None]], 
                                 f"({offline_reason()}): run `audiointerp weights fetch {entry.name}` where the hub is "
                                 f"reachable (or `huggingface-cli download {entry.hub_repo} --revision {entry.revision}`) "
                                 f"with HF_HUB_CACHE={cache}") from err
-        raise DownloadError(f"{what}: the hub download failed ({type(err).__name__}: {err})") from err
+        raise DownloadError(f"{what}: the hub download failed ({type(err).__name__}: {first_line(err)})") from err
     path = Path(str(found))
     key = hub_key(entry)
     records = read_records(weights_cache())
@@ -301,7 +302,7 @@ def _fetch_hub(entry: WeightsEntry, validate: Optional[Callable[[Path], None]], 
             try:
                 validate(path)
             except Exception as err:  # noqa: BLE001 (a hub file that does not load is named with the cause)
-                raise DownloadError(f"{what}: {path} does not load: {err}") from err
+                raise DownloadError(f"{what}: {path} does not load: {first_line(err)}") from err
         target = hub_target(path)
         stat = target.stat()
         write_record(weights_cache(), key, Record(file_hash(target), stat.st_size, entry.where(), now_utc(),
@@ -390,7 +391,7 @@ def verify_weights(validator_for: Callable[[WeightsEntry], Optional[Callable[[Pa
             if check is not None:
                 check(path)
         except Exception as err:  # noqa: BLE001 (any failure to load is reported with its cause)
-            found.append(Verified(name, path, False, f"does not load into {entry.model or 'its reader'}: {err}"))
+            found.append(Verified(name, path, False, f"does not load into {entry.model or 'its reader'}: {first_line(err)}"))
             continue
         how = "hash and load" if check is not None else "hash only"
         found.append(Verified(name, path, True, f"ok ({how})"))

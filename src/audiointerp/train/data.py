@@ -113,24 +113,29 @@ def has_no_folds(manifest: Manifest) -> bool:
 
 def fraction_split(manifest: Manifest, label_column: str, valid_fraction: float, seed: int) -> tuple[Manifest, Manifest]:
     """(train, valid) subsets of `manifest`: from each class of `label_column` (a multi-label row's class is its
-    joined label set), round(`valid_fraction` x its rows) rows go to validation (at least one when the class has
-    two or more rows), chosen by a generator seeded by `seed`: the same manifest and seed give the same split.
+    joined label set), round(`valid_fraction` x its files) files go to validation (at least one when the class has
+    two or more), chosen by a generator seeded by `seed`: the same manifest and seed give the same split. A file
+    listed in several rows goes to one side with all of its rows, so no file is in both.
     Both subsets keep the whole manifest's class list and keep the manifest's row order.
 
     Raises ConfigError for a fraction outside (0, 1), DatasetError when a side would be empty.
     """
     if not 0.0 < float(valid_fraction) < 1.0:
         raise ConfigError(f"data.valid_fraction={valid_fraction}: it must lie strictly between 0 and 1")
-    groups: dict[str, list[int]] = {}
+    files: dict[str, list[int]] = {}  # a file listed in several rows goes to one side with all of them
     for k, row in enumerate(manifest.rows):
-        groups.setdefault(LABEL_SEPARATOR.join(manifest.column_values(row, label_column)), []).append(k)
+        files.setdefault(str(row.path), []).append(k)
+    groups: dict[str, list[str]] = {}  # a file's class: that of its first row
+    for path, ks in files.items():
+        groups.setdefault(LABEL_SEPARATOR.join(manifest.column_values(manifest.rows[ks[0]], label_column)), []).append(path)
     rng = np.random.default_rng(int(seed))
     valid: set[int] = set()
     for key in sorted(groups):
-        rows = groups[key]
-        take = int(round(len(rows) * float(valid_fraction)))
-        take = min(len(rows) - 1, max(take, 1)) if len(rows) > 1 else 0
-        valid.update(int(rows[j]) for j in rng.permutation(len(rows))[:take])
+        paths = groups[key]
+        take = int(round(len(paths) * float(valid_fraction)))
+        take = min(len(paths) - 1, max(take, 1)) if len(paths) > 1 else 0
+        for j in rng.permutation(len(paths))[:take]:
+            valid.update(files[paths[int(j)]])
     train_rows = [row for k, row in enumerate(manifest.rows) if k not in valid]
     valid_rows = [row for k, row in enumerate(manifest.rows) if k in valid]
     if not train_rows or not valid_rows:

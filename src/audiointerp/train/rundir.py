@@ -182,12 +182,13 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         return _locked(run_dir, force, named)
     if resume == "auto" and experiment_dir.is_dir():
         runs = sorted((p for p in experiment_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: p.stat().st_mtime, reverse=True)
+                      key=_mtime, reverse=True)
         for run_dir in runs:
-            if not any(run_dir.iterdir()):  # a run killed between creating its folder and writing its config
-                _remove_if_abandoned(run_dir, force)
+            if run_dir.is_dir() and not any(run_dir.iterdir()):  # killed between creating its folder and its config
+                _remove_if_abandoned(run_dir)
                 continue
-            if _unfinished_match(run_dir, cfg) is None:
+            found = _unfinished_match(run_dir, cfg)
+            if found is None:
                 continue
 
             def unfinished(run_dir: Path = run_dir) -> Optional[RunPlan]:
@@ -199,7 +200,9 @@ def plan_run(cfg: DictConfig) -> RunPlan:
                     return RunPlan(run_dir, run_dir.name, None)
                 return RunPlan(run_dir, run_dir.name, found)
 
-            plan = _locked(run_dir, force, unfinished)
+            # a run without a checkpoint is emptied and restarted: never on a forced lock (another host's run may
+            # be setting it up); train.force_unlock takes over only a run to resume from its checkpoint
+            plan = _locked(run_dir, force and found is not NO_CHECKPOINT, unfinished)
             if plan is not None:
                 log.info("resuming unfinished run %s from %s", run_dir, plan.resume_from.name if plan.resume_from else "its start")
                 return plan
@@ -208,8 +211,17 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     return _locked(run_dir, force, lambda: RunPlan(run_dir, run_id, None))
 
 
-def _remove_if_abandoned(run_dir: Path, force: bool) -> None:
-    """Remove the empty run folder `run_dir` (and its lock) unless a live process holds its lock (it is starting)."""
+def _mtime(path: Path) -> float:
+    """A folder's modification time; 0 for one another process removed meanwhile."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove_if_abandoned(run_dir: Path) -> None:
+    """Remove the empty run folder `run_dir` (and its lock) unless a process holds its lock or it was recorded on
+    another host (never forced: that run may be starting there)."""
     def remove() -> None:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -217,8 +229,8 @@ def _remove_if_abandoned(run_dir: Path, force: bool) -> None:
         return None
 
     try:
-        _locked(run_dir, force, remove)
-    except LockHeldError:
+        _locked(run_dir, False, remove)
+    except (LockHeldError, FileNotFoundError):
         pass  # being set up by another process right now
 
 
