@@ -209,7 +209,7 @@ def test_hub_entries_go_through_huggingface_hub(caches: dict[str, Path], tmp_pat
     assert not calls[0]["local_files_only"]
     assert "hub/laion/clap-htsat-unfused@" + str(CATALOG["clap-htsat-unfused"].revision) in read_records(weights_cache())
     # the CLAP folder by name in a builder parameter (build('clap', pretrained='weights:...'))
-    monkeypatch.setattr(catalog_module, "_fetch_hub", lambda entry, validate, progress: folder)
+    monkeypatch.setattr(catalog_module, "_fetch_hub", lambda entry, validate, progress, sha256=None: folder)
     assert resolve_weights_params({"pretrained": "weights:clap-htsat-unfused", "x": 1}) == {"pretrained": str(folder), "x": 1}
 
 
@@ -247,7 +247,7 @@ def test_a_file_put_in_the_cache_by_hand_is_checked_once(tiny: WeightsEntry, mon
     path = weights_cache() / "tiny" / "tiny.safetensors"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(DownloadError, match="not downloaded here"):
+    with pytest.raises(DownloadError, match="put there by hand; it is left in place"):
         fetch_checked("tiny")
     assert path.exists() and "tiny/tiny.safetensors" not in read_records(weights_cache())
     path.write_bytes(tiny_weights())
@@ -295,3 +295,36 @@ def test_the_papers_word_vectors_by_name_download_once_and_load(caches: dict[str
     hits = server.hits()
     assert load_word_vectors("weights:word2vec-google-news-300").words == words
     assert server.hits() == hits  # from the cache
+
+
+def test_a_file_put_by_hand_is_checked_against_the_catalog_size(tiny: WeightsEntry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The offline message says where to put a file; a truncated copy put there was trusted on first use."""
+    good = tiny_weights()
+    monkeypatch.setitem(CATALOG, "tiny", WeightsEntry(**{**tiny.__dict__, "size": len(good)}))
+    monkeypatch.setenv("AUDIOINTERP_OFFLINE", "1")
+    path = weights_cache() / "tiny" / "tiny.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DownloadError, match=f"expected {len(good)}.*put there by hand"):
+        fetch_weights("tiny")
+    assert path.exists() and read_records(weights_cache()) == {}
+    path.write_bytes(good)
+    assert fetch_weights("tiny") == path
+
+
+def test_a_hub_entry_honours_a_pinned_sha256_and_its_record(caches: dict[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`weights fetch NAME --sha256 HEX` was silently ignored for hub entries, and later uses never checked them."""
+    import huggingface_hub
+
+    model = tmp_path / "pytorch_model.bin"
+    model.write_bytes(b"weights" * 10)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kwargs: str(model))
+    with pytest.raises(DownloadError, match="pinned"):
+        fetch_weights("autoencoder1d-at-v1", sha256="0" * 64)
+    assert read_records(weights_cache()) == {}
+    right = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert fetch_weights("autoencoder1d-at-v1", sha256=right) == model
+    model.write_bytes(b"other" * 14)  # the same size, another file: its record no longer matches
+    with pytest.raises(DownloadError):
+        fetch_weights("autoencoder1d-at-v1")

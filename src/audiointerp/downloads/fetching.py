@@ -258,11 +258,11 @@ def download(url: str, dest: Path, *, cache: Optional[Path] = None, what: Option
     key = dest.relative_to(cache).as_posix()
     what = what or f"file {dest.name}"
     if dest.is_file():
-        if validate is not None and key not in read_records(cache):  # put there by hand: check it once
-            try:
-                validate(dest)
-            except Exception as err:  # noqa: BLE001 (the file is the user's: named with the cause, not removed)
-                raise DownloadError(f"{what}: {dest} (not downloaded here) does not load: {first_line(err)}") from err
+        if key not in read_records(cache):  # put there by hand: checked once as a download is (HTML page, the
+            try:                            # catalog's size and md5, a pinned sha256, loading), then recorded
+                _accept(dest, str(dest), dest, what, sha256, md5, size, validate, None, cache)
+            except DownloadError as err:  # the file is the user's: named with the cause, not removed
+                raise DownloadError(f"{err} (this file was put there by hand; it is left in place)") from err
         check_cached(dest, cache, key, sha256, url=url)
         return dest
     source = mirrored(url)
@@ -301,7 +301,7 @@ def _accept(temporary: Path, source: str, dest: Path, what: str, sha256: Optiona
     if looks_like_html(temporary):
         raise DownloadError(f"{what}: {source} answered with an HTML page, not the file (a login, error or landing "
                             f"page); nothing was cached at {dest}")
-    wanted = size if size is not None else (previous.size if previous else None)
+    wanted = size if size is not None else (previous.size if previous and not sha256 else None)  # a new pin wins
     if wanted is not None and got != wanted:
         raise DownloadError(f"{what}: {source} gave {got} bytes, expected {wanted} (truncated or another file); "
                             f"nothing was cached at {dest}")

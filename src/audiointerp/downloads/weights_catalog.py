@@ -248,7 +248,7 @@ def fetch_weights(name: str, *, validate: Optional[Callable[[Path], None]] = Non
     if entry.model is None and entry.file and entry.file.endswith(".gz") and validate is None:
         validate = _gzip_check
     if entry.hub_repo:
-        return _fetch_hub(entry, validate, progress)
+        return _fetch_hub(entry, validate, progress, sha256)
     dest = cached_path(entry)
     what = f"weights {entry.name!r}"
     if entry.manual:
@@ -267,9 +267,11 @@ def fetch_weights(name: str, *, validate: Optional[Callable[[Path], None]] = Non
                     size=entry.size, validate=validate if entry.loads else None, progress=progress)
 
 
-def _fetch_hub(entry: WeightsEntry, validate: Optional[Callable[[Path], None]], progress: bool) -> Path:
+def _fetch_hub(entry: WeightsEntry, validate: Optional[Callable[[Path], None]], progress: bool,
+               sha256: Optional[str] = None) -> Path:
     """A hub entry's file (or folder) through `huggingface_hub`, recorded in the weights cache's `hashes.json`
-    under `hub/REPO@REVISION/FILE` once validated."""
+    under `hub/REPO@REVISION/FILE` once validated; later uses check it against that record (its size always,
+    its sha256 when pinned or when the file changed), as for URL entries."""
     try:
         import huggingface_hub
         from huggingface_hub import constants
@@ -297,16 +299,21 @@ def _fetch_hub(entry: WeightsEntry, validate: Optional[Callable[[Path], None]], 
     path = Path(str(found))
     key = hub_key(entry)
     records = read_records(weights_cache())
-    if key not in records:
-        if validate is not None and entry.loads:
-            try:
-                validate(path)
-            except Exception as err:  # noqa: BLE001 (a hub file that does not load is named with the cause)
-                raise DownloadError(f"{what}: {path} does not load: {first_line(err)}") from err
-        target = hub_target(path)
-        stat = target.stat()
-        write_record(weights_cache(), key, Record(file_hash(target), stat.st_size, entry.where(), now_utc(),
-                                                  stat.st_mtime_ns))
+    if key in records:
+        check_cached(hub_target(path), weights_cache(), key, sha256, url=entry.where())
+        return path
+    if sha256 and file_hash(hub_target(path)) != sha256.lower():
+        raise DownloadError(f"{what}: {hub_target(path)} has sha256 {file_hash(hub_target(path))}, expected "
+                            f"{sha256.lower()} (pinned)")
+    if validate is not None and entry.loads:
+        try:
+            validate(path)
+        except Exception as err:  # noqa: BLE001 (a hub file that does not load is named with the cause)
+            raise DownloadError(f"{what}: {path} does not load: {first_line(err)}") from err
+    target = hub_target(path)
+    stat = target.stat()
+    write_record(weights_cache(), key, Record(file_hash(target), stat.st_size, entry.where(), now_utc(),
+                                              stat.st_mtime_ns))
     return path
 
 
