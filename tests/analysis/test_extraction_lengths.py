@@ -171,6 +171,15 @@ def test_fixed_shape_poolings_refuse_mixed_lengths_before_writing(mixed: Path, t
         extract(settings("yamnet", mixed, ["embedding"], pooling="none", num_classes=3), tmp_path / "y", progress=False)
 
 
+def test_a_window_longer_than_a_clips_patches_is_refused_before_writing(mixed: Path, tmp_path: Path) -> None:
+    """`--pooling window` over more patches than the shortest clip holds failed in `pool` after earlier chunks were
+    written; it is refused before anything is, naming the clip."""
+    with pytest.raises(StoreError, match=r"--pooling window needs 3 patches .* gives 1"):
+        extract(settings("yamnet", mixed, ["embedding"], pooling="window", window=3, num_classes=3),
+                tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()
+
+
 def test_a_failing_clip_is_named_and_the_store_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "data"
     root.mkdir()

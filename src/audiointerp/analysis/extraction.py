@@ -62,6 +62,7 @@ from audiointerp.models.frontends import AudioPipeline
 from audiointerp.models.registry import export_weights, needs_classes, sha256
 from audiointerp.train.export import load_export, verify_export
 
+MAX_WINDOW_SECONDS = 600  # a fixed input longer than this is taken as no fixed input (the probe's bound)
 POOLING = ("none", "mean", "window", "time")
 GROUP_BATCHES = 4  # a chunk's clips are loaded this many batches at a time (longest first), bounding the audio held
 PROBE_SECONDS = 1.0  # the time axes are found by running the network at about this length and one second more
@@ -247,9 +248,10 @@ def _window_samples(pipeline: nn.Module, device: Any) -> Optional[int]:
         except Exception:
             return True
 
+    longest = MAX_WINDOW_SECONDS * int(getattr(pipeline, "sample_rate", 48000))
     low, high = 1, 1024
     while fits(high):
-        if high > (1 << 32):  # no length is too long: the front end does not count frames
+        if high > longest:  # no length is too long: the front end does not count frames (never probe GBs of zeros)
             return None
         low, high = high, high * 2
     while high - low > 1:
@@ -360,6 +362,14 @@ def _check_lengths(settings: ExtractSettings, dataset: Any, lengths: Sequence[in
         raise StoreError(f"clips of different lengths ({effective[short] / rate:.2f} s: {dataset.paths[short]}; "
                          f"{effective[long] / rate:.2f} s: {dataset.paths[long]}) give layer {timed[0]!r} (a time "
                          f"axis) different shapes, which --pooling {settings.pooling} cannot store in one array: {hint}")
+    if settings.pooling == "window":  # every clip must hold the window's patches, or `pool` fails mid-store
+        counts = patch_counts(frontend, effective, 1 << 30) if profile.patched else [1] * len(effective)
+        needed = int(settings.offset) + int(settings.window)
+        if min(counts) < needed:
+            k = int(np.argmin(counts))
+            raise StoreError(f"--pooling window needs {needed} patches (--offset {settings.offset} + --window "
+                             f"{settings.window}), but {dataset.paths[k]} ({effective[k] / rate:.2f} s) gives "
+                             f"{counts[k]}: {hint}")
     if settings.pooling == "none" and profile.patched:
         counts = patch_counts(frontend, effective, 1 << 30)
         if len(set(counts)) > 1:
