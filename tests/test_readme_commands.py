@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from audiointerp.analysis.compare import Settings as CompareSettings
 from audiointerp.analysis.concepts import Settings as ConceptSettings
 from audiointerp.analysis.decode import Settings as DecodeSettings
 from audiointerp.analysis.extraction import ExtractSettings
 from audiointerp.analysis.manipulate import Settings as ManipulateSettings
 from audiointerp.analysis.probe import Settings as ProbeSettings
 from audiointerp.analysis.rsa import Settings as RSASettings
-from audiointerp.cli import analysis_module, build_parser, settings_from_args
+from audiointerp.cli import ANALYSES, analysis_module, build_parser, settings_from_args
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PLACEHOLDER = re.compile(r"<[\w-]+>")  # <id>, <run_id>
@@ -89,6 +90,8 @@ MEANINGS = {
          ProbeSettings("material", train_where="action in tapping,rubbing", test_where="action in whirling,destructing")),
     "analyze concepts stores/semdnn --layer output --vectors glove-6b-50d --factor material":
         ({"store": Path("stores/semdnn")}, ConceptSettings(layer="output", vectors="glove-6b-50d", factor="material")),
+    "analyze compare runs/esc50_mn10 runs/esc50_dymn10 --metric valid/accuracy":
+        ({"runs": [Path("runs/esc50_mn10"), Path("runs/esc50_dymn10")]}, CompareSettings(metrics=["valid/accuracy"])),
 }
 EXTRACTS = {
     "extract --model yamnet --checkpoint weights:yamnet --data data/impacts/manifest.csv --layers 1,5,9,14 "
@@ -104,7 +107,7 @@ def test_the_readme_holds_the_commands_this_test_knows() -> None:
     assert len(COMMANDS) >= 30
     written = {" ".join(c) for c in COMMANDS}
     assert set(MEANINGS) <= written and set(EXTRACTS) <= written  # every meaning below is checked on a README line
-    assert {c[1] for c in COMMANDS if c[0] == "analyze"} == {"decode", "manipulate", "rsa", "probe", "concepts"}
+    assert {c[1] for c in COMMANDS if c[0] == "analyze"} == set(ANALYSES)  # every analysis has a README line
     # `accelerate launch ... -m audiointerp extract ...` stands for the extract line above it
     assert sum(1 for c in COMMANDS if " ".join(c) in EXTRACTS) == 3
 

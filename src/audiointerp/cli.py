@@ -74,6 +74,8 @@ ANALYSES: dict[str, tuple[str, str]] = {
     "rsa": ("audiointerp.analysis.rsa", "per-layer RSA of stores against target RDMs, blockwise, bootstrap intervals"),
     "probe": ("audiointerp.analysis.probe", "linear probes per layer (L2 logistic regression, C by inner CV), with transfer"),
     "concepts": ("audiointerp.analysis.concepts", "sparse non-negative concept decompositions of stored embeddings (SpLiCE)"),
+    "compare": ("audiointerp.analysis.compare", "runs' final metrics per condition over seeds: mean, 95 % interval, "
+                "paired t-tests"),
 }
 
 

@@ -6,7 +6,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import matplotlib
 
@@ -248,5 +248,20 @@ def factor_scatter(axes: Sequence[tuple[str, np.ndarray]], colourings: Sequence[
         ax.legend(fontsize=7, markerscale=2, loc="best", framealpha=0.6)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_bars(rows: Sequence[dict[str, Any]]) -> Figure:
+    """One panel per metric: each condition's mean with its interval (`analyze compare`'s rows: condition,
+    metric, mean, ci_half_width)."""
+    metrics = list(dict.fromkeys(row["metric"] for row in rows))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        mine = [row for row in rows if row["metric"] == metric]
+        errors = [0.0 if math.isnan(row["ci_half_width"]) else row["ci_half_width"] for row in mine]
+        ax.bar(range(len(mine)), [row["mean"] for row in mine], yerr=errors, capsize=4, color="#4c72b0")
+        ax.set_xticks(range(len(mine)), [row["condition"] for row in mine], rotation=30, ha="right", fontsize=7)
+        ax.set_title(metric, fontsize=9)
     fig.tight_layout()
     return fig
