@@ -36,6 +36,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(args: argparse.Namespace) -> int:
+    from audiointerp.train.grid import run_grid
+
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    print(f"grid folder: {run_grid(args.config, args.vary or [], seeds, args.name, args.overrides)}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from audiointerp.train.evaluate import compare, evaluate
 
@@ -383,6 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a shipped config name (see `audiointerp configs`) or a YAML path")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5 data.source=...")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("grid", help="run the product of varied config values over seeds as ordinary runs "
+                       "(compare them with `analyze compare GRID_FOLDER`)")
+    p.add_argument("config", help="a shipped config name or a YAML path")
+    p.add_argument("overrides", nargs="*", help="key=value overrides shared by every run")
+    p.add_argument("--vary", action="append", metavar="KEY=JSON_LIST",
+                   help="a key and its values as a JSON list, repeatable, e.g. --vary 'optim.lr=[0.001, 0.01]'")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
+    p.add_argument("--name", help="the grid's name: its folder <output_dir>/grids/NAME and W&B group (default: CONFIG-grid)")
+    p.set_defaults(func=_grid)
 
     p = sub.add_parser("evaluate", help="evaluate runs or exports on any dataset, without retraining")
     p.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",

@@ -105,6 +105,7 @@ class TrackingConfig:
     entity: Optional[str] = None  # W&B team or user; null: your default
     tags: list[str] = field(default_factory=list)  # extra tags; family, model and dataset are added
     notes: Optional[str] = None  # W&B run notes
+    condition: Optional[str] = None  # the grid condition of the run ('optim.lr=0.01, ...'; set by audiointerp grid)
     log_checkpoints: str = "best"  # best | all | none: checkpoints uploaded as model artifacts
     audio_examples: int = 8  # validation clips logged as a wandb.Table of audio
 
