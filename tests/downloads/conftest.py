@@ -62,6 +62,9 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             mode = route.mode
             if mode == "cut_once":
                 mode = "cut" if route.hits == 1 else "ok"
+            if mode == "busy_once" and route.hits == 1:  # 503 Service Unavailable, then the file
+                self.send_error(503, "Service Unavailable")
+                return
             if mode == "html":
                 page = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
                 self.send_response(200)

@@ -328,3 +328,24 @@ def test_a_hub_entry_honours_a_pinned_sha256_and_its_record(caches: dict[str, Pa
     model.write_bytes(b"other" * 14)  # the same size, another file: its record no longer matches
     with pytest.raises(DownloadError):
         fetch_weights("autoencoder1d-at-v1")
+
+
+def test_a_busy_server_is_tried_again_and_a_read_only_cache_still_serves(server: Any, tiny: WeightsEntry,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """503 (or 429, 5xx) is retried, 404 is not (test_404_is_refused); a verified file whose record cannot be
+    written (a read-only shared cache) is still used."""
+    route = server.serve("/example/tiny" + URL_PATH, tiny_weights(), mode="busy_once")
+    path = fetch_weights("tiny", progress=False)
+    assert route.hits == 2 and path.is_file()
+    records = read_records(weights_cache())
+    (weights_cache() / "hashes.json").unlink()  # as if another copy of the cache had no record yet
+
+    def read_only(*args: Any, **kwargs: Any) -> None:
+        raise OSError(30, "Read-only file system", str(weights_cache() / "hashes.json"))
+
+    monkeypatch.setattr(catalog_module, "write_record", read_only, raising=False)
+    import audiointerp.downloads.fetching as fetching_module
+
+    monkeypatch.setattr(fetching_module, "write_record", read_only)
+    assert fetch_weights("tiny", progress=False) == path
+    assert records  # it had been recorded when the cache was writable

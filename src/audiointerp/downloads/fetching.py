@@ -53,6 +53,9 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 
+RETRIED_STATUS = (429, 500, 502, 503, 504)  # answers worth another try; a 4xx else is final
+
+
 def first_line(err: BaseException, limit: int = 400) -> str:
     """An error's message on one line, at most `limit` characters (library errors, torch's load errors above all,
     run to paragraphs): the project's errors stay one line."""
@@ -218,7 +221,7 @@ def check_cached(path: Path, cache: Path, key: str, sha256: Optional[str] = None
             raise DownloadError(f"cached file {path} has sha256 {digest}, not the pinned {pinned}: remove it and "
                                 "fetch again, or pin its hash")
         record = Record(digest, stat.st_size, url, now_utc(), stat.st_mtime_ns, pinned=bool(pinned))
-        write_record(cache, key, record)
+        _record_if_possible(cache, key, record)
         return record
     if stat.st_size != record.size:
         raise DownloadError(f"cached file {path} has {stat.st_size} bytes but {record.size} were recorded in "
@@ -233,8 +236,18 @@ def check_cached(path: Path, cache: Path, key: str, sha256: Optional[str] = None
                                 f"{cache / HASHES} (modified or corrupt): remove it and fetch again")
         if stat.st_mtime_ns != record.mtime_ns:
             record = Record(record.sha256, record.size, record.url, record.fetched, stat.st_mtime_ns, record.pinned)
-            write_record(cache, key, record)
+            _record_if_possible(cache, key, record)
     return record
+
+
+def _record_if_possible(cache: Path, key: str, record: Record) -> None:
+    """Record a verified file; on a cache that cannot be written (a read-only shared weights folder) the file is
+    still used, and the record is left for a writable use (a warning says so)."""
+    try:
+        write_record(cache, key, record)
+    except (OSError, DownloadError) as err:
+        log.warning("could not record %s in %s (%s): the file is used, its hash is checked again next time",
+                    key, cache / HASHES, first_line(err))
 
 
 def missing_offline(what: str, url: str, dest: Path) -> DownloadError:
@@ -350,6 +363,11 @@ def _fetch(url: str, temporary: Path, what: str, progress: bool, timeout: float,
         except requests.exceptions.HTTPError as err:
             temporary.unlink(missing_ok=True)
             status = err.response.status_code if err.response is not None else "?"
+            if status in RETRIED_STATUS and attempt < attempts:  # a busy or failing server: try again later
+                log.warning("%s: %s answered HTTP %s; retrying in %.0f s", what, url, status, pause)
+                time.sleep(pause)
+                pause *= 2
+                continue
             raise DownloadError(f"{what}: {url} answered HTTP {status}; nothing was downloaded") from err
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
