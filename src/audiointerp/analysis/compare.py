@@ -14,6 +14,7 @@ intervals), and logs the table to W&B (job type analysis).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,7 +88,7 @@ def find_runs(folders: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
 
 def read_run(folder: Path, which: str) -> RunSummary:
     """A finished run's flattened config and the scalar metrics of `which` (final | test)."""
-    summary = OmegaConf.to_container(OmegaConf.load(folder / SUMMARY_FILE))
+    summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
     config = flatten(OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True))
     metrics = summary.get(which) or {}
     return RunSummary(folder, config, {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})

@@ -141,7 +141,6 @@ class ShardWriter:
         """Open the shard for appending, check that every dataset reads, and cut off a half-written chunk."""
         self.file = h5py.File(self.path, "r+")
         rows = int(self.file.attrs.get("rows", 0))
-        done = json.loads(self.file.attrs.get("done", "[]"))
         for name in ["index", *(f"layers/{layer}" for layer in self.layers)]:
             if name in self.file:
                 dataset = self.file[name]
@@ -156,7 +155,7 @@ class ShardWriter:
         if int(self.file.attrs.get("rows", -1)) != rows:
             self.file.attrs["rows"] = rows
         if "done" not in self.file.attrs:
-            self.file.attrs["done"] = json.dumps(sorted(done))
+            self.file.attrs["done"] = "[]"
         self.file.flush()
 
     @property

@@ -109,7 +109,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
 
 
 def _write_export(task: Any, cfg: DictConfig, metadata: dict[str, Any], folder: Path, run_dir: Path, out: Path) -> Path:
-    """Write the export into a temporary sibling `.<out>-XXXX`, then swap it in: an existing `out` is renamed
+    """Write the export into a temporary sibling `.<out>-<random>`, then swap it in: an existing `out` is renamed
     aside first and removed after, so a kill at any moment leaves the old export, the new one, or no `out` (and
     temporary siblings that the next export removes), never a half-deleted folder."""
     temp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

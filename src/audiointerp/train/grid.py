@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import OmegaConf
-
 from audiointerp.errors import ConfigError
 from audiointerp.train.checkpoint import write_json_atomic
 from audiointerp.train.config import config_path, load_config
@@ -99,28 +97,16 @@ def run_grid(config: str | Path, vary: Sequence[str], seeds: Sequence[int], name
         raise ConfigError("--seeds is empty: give at least one seed (e.g. --seeds 0,1,2)")
     name = name or f"{Path(str(config_path(str(config)))).stem}-grid"
     grid_dir, runs = plan_grid(config, parse_vary(vary), seeds, _slug(name), overrides)
+    grid_dir.mkdir(parents=True, exist_ok=True)
     record = {"name": name, "config": str(config), "vary": list(vary), "seeds": list(seeds),
               "overrides": list(overrides)}
     for index, run in enumerate(runs):
         if (Path(run.run_dir) / SUMMARY_FILE).is_file():
             run.state = "finished"
             continue
-        write_json_atomic(_ensure(grid_dir) / GRID_FILE, {**record, "runs": [asdict(r) for r in runs]})
+        write_json_atomic(grid_dir / GRID_FILE, {**record, "runs": [asdict(r) for r in runs]})
         log.info("grid %s: run %d of %d: %s, seed %d", name, index + 1, len(runs), run.condition, run.seed)
         Trainer(load_config(config, run.overrides)).fit()
         run.state = "finished"
-    write_json_atomic(_ensure(grid_dir) / GRID_FILE, {**record, "runs": [asdict(r) for r in runs]})
+    write_json_atomic(grid_dir / GRID_FILE, {**record, "runs": [asdict(r) for r in runs]})
     return grid_dir
-
-
-def _ensure(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def read_grid(folder: str | Path) -> dict[str, Any]:
-    """A grid's `grid.json`."""
-    path = Path(folder) / GRID_FILE
-    if not path.is_file():
-        raise ConfigError(f"{folder} is not a grid folder: {GRID_FILE} is missing")
-    return OmegaConf.to_container(OmegaConf.load(path))  # type: ignore[return-value]
