@@ -123,3 +123,11 @@ def test_extract_keeps_a_pretrained_models_released_head(tiny_data: Path, tmp_pa
         assert main(["extract", "--model", "yamnet", "--checkpoint", str(tmp_path / "yamnet_tuned.pth"), "--data",
                      str(manifest), "--layers", "logits", "--pooling", "mean", "--out", str(out), "--quiet"] + extra) == 0
         assert ActivationStore(out).meta["layer_shapes"]["logits"] == [6]
+
+
+@pytest.mark.parametrize("command", [[], ["analyze"], ["compare"], ["grid"], ["sweep"], ["agent"]])
+def test_every_help_page_renders(command: list[str], capsys) -> None:
+    """argparse expands '%' in help texts: a literal one (a '95 % interval') must not break a help page."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0 and "usage: audiointerp" in capsys.readouterr().out

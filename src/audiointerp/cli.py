@@ -1,5 +1,5 @@
-"""The `audiointerp` command: synth, train, evaluate, export, extract, analyze, listen, quickstart, weights, data,
-and listings.
+"""The `audiointerp` command: synth, train, grid, sweep, agent, evaluate, export, extract, analyze, compare, listen,
+quickstart, weights, data, and listings.
 
 Heavy libraries are imported inside each command, so `audiointerp --help` answers at once. The options of
 `extract` and of every `analyze NAME` are built from their Settings dataclasses (`settings_arguments`), on first
@@ -16,6 +16,8 @@ from collections import abc
 from pathlib import Path
 from types import ModuleType, UnionType
 from typing import Any, Callable, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+
+from audiointerp.errors import ConfigError
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -37,11 +39,38 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from audiointerp.train.grid import run_grid
+    from audiointerp.train.grid import GridSpec, combine, parse_seeds, read_grid_file, run_grid
 
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    print(f"grid folder: {run_grid(args.config, args.vary or [], seeds, args.name, args.overrides)}")
+    spec = read_grid_file(args.grid_file) if args.grid_file else GridSpec()
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if seeds is not None and not seeds:
+        raise ConfigError(f"--seeds {args.seeds!r} names no seed; give a comma-separated list such as 0,1,2")
+    spec = combine(spec, args.vary or [], seeds, args.name, args.overrides)
+    result = run_grid(args.config, spec.vary, spec.seeds or [0], spec.name, spec.overrides, parallel=args.parallel)
+    print(f"grid folder: {result.folder}")
+    if result.failed:
+        print(f"audiointerp grid: {len(result.failed)} of {len(result.runs)} runs failed:", file=sys.stderr)
+        for run in result.failed:
+            print(f"  {Path(run.run_dir).name} (exit status {run.exit_status}): see {run.log}", file=sys.stderr)
+        return 1  # runs failed (bad input is 2)
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from audiointerp.train.sweep import create_sweep
+
+    path = create_sweep(args.config, args.sweep_file, args.overrides, project=args.project, entity=args.entity)
+    print(f"sweep: {path}\nrun trials with: audiointerp agent {path}")
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from audiointerp.train.sweep import run_agent
+
+    failed = run_agent(args.sweep_id, count=args.count, launch=args.launch, project=args.project, entity=args.entity)
+    for line in failed:
+        print(f"audiointerp agent: trial failed: {line}", file=sys.stderr)
+    return 1 if failed else 0  # trials failed (bad input is 2)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -208,7 +237,7 @@ def _fill_analysis(name: str) -> Callable[[argparse.ArgumentParser], None]:
         p.add_argument("--out", type=Path, help=f"output folder (default: {module.DEFAULT_OUT})")
         p.add_argument("--tracking", choices=("wandb", "none"), default="wandb", help="W&B run (job type analysis) or none")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
-        p.set_defaults(func=_analyze)
+        p.set_defaults(func=_analyze, analysis=name)
 
     return fill
 
@@ -393,14 +422,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("grid", help="run the product of varied config values over seeds as ordinary runs "
-                       "(compare them with `analyze compare GRID_FOLDER`)")
+                       "(compare them with `audiointerp compare GRID_FOLDER`)")
     p.add_argument("config", help="a shipped config name or a YAML path")
     p.add_argument("overrides", nargs="*", help="key=value overrides shared by every run")
     p.add_argument("--vary", action="append", metavar="KEY=JSON_LIST",
                    help="a key and its values as a JSON list, repeatable, e.g. --vary 'optim.lr=[0.001, 0.01]'")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
-    p.add_argument("--name", help="the grid's name: its folder <output_dir>/grids/NAME and W&B group (default: CONFIG-grid)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the grid file's, else 0)")
+    p.add_argument("--name", help="the grid's name: its folder <output_dir>/grids/NAME and W&B group (default: the "
+                   "grid file's, else CONFIG-grid)")
+    p.add_argument("--grid-file", type=Path, metavar="GRID.yaml",
+                   help="a YAML file with vary (key: [values]), seeds, name and overrides; the command line adds "
+                        "--vary keys and overrides, and its --seeds and --name replace the file's")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="run up to N runs at once as child processes, one per GPU (CUDA_VISIBLE_DEVICES), or N CPU "
+                        "processes without GPUs; a failed run is reported with its log and the others go on; the "
+                        "exit status is 1 when a run failed, 2 for bad input (default: 1, one after another in this process)")
     p.set_defaults(func=_grid)
+
+    p = sub.add_parser("sweep", help="create a W&B sweep over config keys from a sweep file (trials run with "
+                       "`audiointerp agent`)")
+    p.add_argument("config", help="a shipped config name or a YAML path: the base config of every trial")
+    p.add_argument("sweep_file", type=Path, metavar="SWEEP.yaml",
+                   help="W&B sweep format (method, metric, parameters) whose parameter names are config keys")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the base config")
+    p.add_argument("--project", help="W&B project (default: the config's tracking.project)")
+    p.add_argument("--entity", help="W&B team or user (default: the config's tracking.entity, else yours)")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("agent", help="run trials of a W&B sweep made by `audiointerp sweep`, through the trainer")
+    p.add_argument("sweep_id", metavar="SWEEP_ID", help="ENTITY/PROJECT/ID as `audiointerp sweep` prints it (or an ID "
+                   "with --project)")
+    p.add_argument("--count", type=int, help="run at most this many trials (default: until the sweep ends)")
+    p.add_argument("--launch", metavar="LAUNCHER", help="run each trial under this launcher, e.g. --launch "
+                   "'accelerate launch --num_processes 2' (default: in this process)")
+    p.add_argument("--project", help="W&B project of the sweep when SWEEP_ID is only an ID")
+    p.add_argument("--entity", help="W&B team or user of the sweep when SWEEP_ID does not name it")
+    p.set_defaults(func=_agent)
 
     p = sub.add_parser("evaluate", help="evaluate runs or exports on any dataset, without retraining")
     p.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
@@ -427,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="analyses of an activation store").add_subparsers(
         dest="analysis", required=True, metavar="ANALYSIS")
     for name, (_, line) in ANALYSES.items():
-        analyze.add_parser(name, help=line, fill=_fill_analysis(name))
+        analyze.add_parser(name, help=line.replace("%", "%%"), fill=_fill_analysis(name))
+    sub.add_parser("compare", help="runs' or grids' final metrics per condition over seeds: mean, 95 %% interval, "
+                   "paired t-tests (the same as `analyze compare`)", fill=_fill_analysis("compare"))
 
     p = sub.add_parser("listen", help="one page of originals and each autoencoder export's reconstructions")
     p.add_argument("exports", nargs="+", type=Path, help="export folders of ae_finetune or reconstruction runs")

@@ -80,3 +80,30 @@ def test_the_command(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
                  "--tracking", "none"]) == 0
     printed = capsys.readouterr().out
     assert "model.name=mn10" in printed and "t(2)" in printed and "left out 1 unfinished" in printed
+
+
+def test_compare_is_also_a_top_level_command_with_the_same_output(runs: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    common = [str(runs), "--metric", "valid/accuracy", "--tracking", "none"]
+    assert main(["analyze", "compare", *common, "--out", str(tmp_path / "a")]) == 0
+    nested = capsys.readouterr().out
+    assert main(["compare", *common, "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.replace(str(tmp_path / "b"), "OUT") == nested.replace(str(tmp_path / "a"), "OUT")
+    assert (tmp_path / "b" / "compare.csv").read_text() == (tmp_path / "a" / "compare.csv").read_text()
+
+
+def test_the_table_goes_to_wandb_in_the_runs_group(runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    inits: list[dict] = []
+    real_init = wandb.init
+    monkeypatch.setattr(wandb, "init", lambda *a, **k: (inits.append(k), real_init(*a, **k))[1])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    C.run(C.Settings(metrics=["valid/accuracy"]), [runs], out=tmp_path / "out")
+    (init,) = inits
+    assert init["group"] == "esc50" and init["job_type"] == "analysis"  # the runs' group (their experiment here)
+    (offline,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
+    table = json.loads(next((offline / "files" / "media" / "table" / "compare").glob("compare_*.table.json")).read_text())
+    assert table["columns"][:3] == ["condition", "metric", "n"] and len(table["data"]) == 2
+    summaries = [C.read_run(folder, "final") for folder in C.find_runs([runs])[0]]
+    assert C.shared_tracking(summaries, "group") == "esc50" and C.shared_tracking(summaries, "project") is None

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from audiointerp.datasets.sampling import (
     ClusterBalancedSampler,
+    SharedEpoch,
     clip_clusters,
     cluster_coverage,
     cluster_words,
@@ -199,3 +200,28 @@ def test_cluster_coverage() -> None:
     assert cluster_coverage([[1], [3]]).n_clusters == 4
     with pytest.raises(ValueError, match="0..2"):
         cluster_coverage([[5]], n_clusters=3)
+
+
+class _EpochEcho(torch.utils.data.Dataset):
+    """Returns the epoch it sees, for each of 8 items."""
+
+    epoch = SharedEpoch()
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> int:
+        return self.epoch
+
+
+def test_persistent_workers_see_each_new_epoch() -> None:
+    """Known answer: DataLoader workers that persist over epochs hold a copy of the dataset made at their start;
+    with the epoch in shared memory they return the epoch set afterwards (a plain attribute would give 0 forever)."""
+    dataset = _EpochEcho()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, persistent_workers=True)
+    seen = []
+    for epoch in range(3):
+        dataset.epoch = epoch
+        seen.append(sorted(int(v) for batch in loader for v in batch))
+    assert seen == [[0] * 8, [1] * 8, [2] * 8]
+    assert _EpochEcho().epoch == 0 and dataset.epoch == 2

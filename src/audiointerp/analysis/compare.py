@@ -1,4 +1,4 @@
-"""`audiointerp analyze compare RUNS...`: one table of runs' final metrics, per condition over seeds (issue 15.2).
+"""`audiointerp compare RUNS...` (also `analyze compare`): one table of runs' final metrics, per condition over seeds.
 
 The runs are run folders (with `config.yaml` and `summary.json`) or folders holding runs (e.g. `runs/semdnn`,
 a grid's folder). A condition is what differs between the runs' configs, apart from the seed and the keys that do
@@ -8,7 +8,8 @@ interval (mean ± t(0.975, n − 1) · sd / √n). Between every two conditions 
 seeds both have (a seed enters each test once). Unfinished runs (no `summary.json`) are left out and counted.
 
 Writes `compare.csv` (condition × metric), `tests.csv`, `compare.md` and `compare.png` (means with their
-intervals), and logs the table to W&B (job type analysis).
+intervals), and logs the table to W&B (job type analysis) in the runs' W&B group and project when they share one
+(a grid's: its name), else in the group `compare`.
 """
 
 from __future__ import annotations
@@ -147,6 +148,14 @@ def compare(runs: Sequence[RunSummary], settings: Settings) -> tuple[list[dict[s
     return rows, tests
 
 
+def shared_tracking(runs: Sequence[RunSummary], key: str) -> Optional[str]:
+    """The runs' common W&B `tracking.<key>` (a group falls back to the run's experiment, as the trainer's does),
+    or None when they differ."""
+    values = {run.config.get(f"tracking.{key}") or (run.config.get("experiment") if key == "group" else None)
+              for run in runs}
+    return str(values.pop()) if len(values) == 1 and None not in values else None
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison as a Markdown table: a line per condition, a column per metric (mean ± interval, n)."""
     metrics = list(dict.fromkeys(row["metric"] for row in rows))
@@ -184,7 +193,9 @@ def run(settings: Settings, runs: Sequence[str | Path], out: Optional[Path] = No
     (out / "compare.md").write_text(markdown(rows), encoding="utf-8")
     files.append(out / "compare.md")
     chart = comparison_bars(rows)
-    logger = analysis_tracking(out, name or "compare", asdict(settings), tracking)
+    logger = analysis_tracking(out, name or "compare", asdict(settings), tracking,
+                               project=shared_tracking(summaries, "project") or "audiointerp",
+                               group=shared_tracking(summaries, "group"))
     logger.log_figures({"compare": chart}, 0, "compare")
     logger.log_tables({"compare": Table(list(rows[0]), [list(row.values()) for row in rows])}, 0, "compare")
     logger.finish()

@@ -40,7 +40,8 @@ class DataConfig:
     on_error: str = "raise"  # raise | skip: what a missing, corrupt or empty file does
     batch_size: int = 32  # per process
     eval_batch_size: int = 64  # per process
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader worker processes (they persist over epochs)
+    prefetch_factor: int = 2  # batches each worker prepares ahead (with num_workers > 0)
 
 
 @dataclass
@@ -80,7 +81,9 @@ class TrainConfig:
     epochs: int = 10  # passes over the training data
     max_steps: Optional[int] = None  # stop after this many optimizer updates, if sooner than `epochs`
     gradient_accumulation_steps: int = 1  # batches per optimizer update
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "no"  # no | fp16 | bf16: networks under autocast; front ends and losses stay float32
+    compile: bool = False  # torch.compile the task's networks in place (checkpoint keys stay plain)
+    compile_backend: str = "inductor"  # torch.compile backend (inductor; aot_eager or eager to debug)
     seed: int = 0  # seeds python, numpy, torch, the sampler and the crops
     eval_every_epochs: int = 1  # validate every N epochs (and after the last)
     log_every_steps: int = 10  # log training scalars every N optimizer updates

@@ -29,9 +29,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from gensim.models import KeyedVectors
+
+if TYPE_CHECKING:
+    from gensim.models import KeyedVectors
 
 from audiointerp.downloads import fetch_weights, weights_name
 from audiointerp.errors import AudioInterpError, DatasetError
@@ -96,6 +99,13 @@ _USER_VECTORS_HINT = (
 )
 
 
+
+def _keyed_vectors() -> type:
+    """gensim's `KeyedVectors`, imported on first use: the tasks without word vectors never load gensim."""
+    from gensim.models import KeyedVectors
+
+    return KeyedVectors
+
 class MissingWordsWarning(UserWarning):
     """Some words have no vector; they were dropped (and clips left without any word were dropped)."""
 
@@ -132,7 +142,7 @@ class WordVectors:
     """
 
     def __init__(self, keyed_vectors: KeyedVectors, *, source: str = "") -> None:
-        if not isinstance(keyed_vectors, KeyedVectors):
+        if not isinstance(keyed_vectors, _keyed_vectors()):
             raise TypeError(f"keyed_vectors must be a gensim KeyedVectors, got {type(keyed_vectors).__name__}")
         self.keyed_vectors = keyed_vectors
         self.source = str(source)
@@ -151,7 +161,7 @@ class WordVectors:
         if not np.isfinite(matrix).all():
             bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
             raise VectorsFormatError(f"the vector of {words[bad]!r} is not finite{f' ({source})' if source else ''}")
-        kv = KeyedVectors(matrix.shape[1], count=0, dtype=np.float32)
+        kv = _keyed_vectors()(matrix.shape[1], count=0, dtype=np.float32)
         kv.index_to_key = words
         kv.key_to_index = {w: i for i, w in enumerate(words)}
         kv.vectors = matrix
@@ -351,7 +361,7 @@ def load_keyed_vectors(path: str | os.PathLike[str], format: str = "auto", *, li
         if fmt == "npy":
             kv = WordVectors.from_files(p).keyed_vectors
         elif fmt in ("word2vec-bin", "word2vec-text", "glove"):
-            kv = KeyedVectors.load_word2vec_format(
+            kv = _keyed_vectors().load_word2vec_format(
                 str(p), binary=fmt == "word2vec-bin", no_header=fmt == "glove", limit=None if limit is None else int(limit)
             )
         elif fmt == "fasttext":
@@ -359,9 +369,9 @@ def load_keyed_vectors(path: str | os.PathLike[str], format: str = "auto", *, li
 
             kv = load_facebook_vectors(str(p))
         else:
-            obj = KeyedVectors.load(str(p))
-            kv = obj if isinstance(obj, KeyedVectors) else getattr(obj, "wv", None)
-            if not isinstance(kv, KeyedVectors):
+            obj = _keyed_vectors().load(str(p))
+            kv = obj if isinstance(obj, _keyed_vectors()) else getattr(obj, "wv", None)
+            if not isinstance(kv, _keyed_vectors()):
                 raise VectorsFormatError(f"{str(p)!r} holds a {type(obj).__name__}, not word vectors")
     except AudioInterpError:
         raise

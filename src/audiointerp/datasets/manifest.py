@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from audiointerp.datasets import audio as _audio
 from audiointerp.datasets.cache import AudioCache
 from audiointerp.datasets.lengths import pad_batch
+from audiointerp.datasets.sampling import SharedEpoch
 from audiointerp.errors import AudioFileError, ConfigError, DatasetError
 
 __all__ = [
@@ -476,6 +477,8 @@ class ManifestDataset(Dataset):
     once on disk (:class:`~audiointerp.datasets.cache.AudioCache`) and read back from a memmap. Without a
     cache, a file whose header checks out but whose samples fail to decode raises AudioFileError when read.
     """
+
+    epoch = SharedEpoch()  # the epoch of the random crops; seen by persistent workers
 
     def __init__(
         self,

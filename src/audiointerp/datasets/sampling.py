@@ -13,11 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 __all__ = [
     "ClusterBalancedSampler",
     "ClusterCoverage",
+    "SharedEpoch",
     "clip_clusters",
     "cluster_coverage",
     "cluster_words",
@@ -25,6 +27,32 @@ __all__ = [
 ]
 
 _SAMPLER_SALT = 0x5A3D1  # keeps the sampler's random stream apart from other users of (seed, epoch)
+
+
+class SharedEpoch:
+    """A dataset's `epoch` attribute kept in shared memory, so that DataLoader workers that persist over epochs
+    see each new epoch set in the main process (`set_epoch`), and draw that epoch's crops or pairs.
+
+    A data descriptor: declare `epoch = SharedEpoch()` in the class; `self.epoch = 3` and `self.epoch` then work
+    as for a plain int (0 before the first assignment). The value lives in a one-element int64 tensor in shared
+    memory, which workers inherit (fork) or receive as a handle to the same memory (spawn). A loader reads
+    `set_epoch` before it starts the epoch's iterator, so every batch of an epoch sees that epoch.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = f"_shared_{name}"
+
+    def __get__(self, obj: object, owner: type | None = None) -> int:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        cell = obj.__dict__.get(self.key)
+        return 0 if cell is None else int(cell[0])
+
+    def __set__(self, obj: object, value: int) -> None:
+        cell = obj.__dict__.get(self.key)
+        if cell is None:
+            cell = obj.__dict__[self.key] = torch.zeros(1, dtype=torch.int64).share_memory_()
+        cell[0] = int(value)
 
 
 def cluster_words(vectors: np.ndarray, k: int = 300) -> np.ndarray:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from gensim.parsing.preprocessing import STOPWORDS
 
 from audiointerp.datasets.manifest import Manifest, ManifestRow
 from audiointerp.errors import DatasetError
@@ -38,7 +37,7 @@ from audiointerp.errors import DatasetError
 __all__ = [
     "KEPT_WORDS",
     "LEMMATIZERS",
-    "STOP_WORDS",
+    "STOP_WORDS",  # noqa: F822 (module __getattr__)
     "Lemmatizer",
     "RuleLemmatizer",
     "Vocabulary",
@@ -60,8 +59,22 @@ KEPT_WORDS = frozenset(
 _CONTRACTION_PIECES = frozenset(
     {"ain", "aren", "couldn", "hadn", "hasn", "haven", "isn", "ll", "mustn", "needn", "shouldn", "ve", "wasn", "weren", "won", "wouldn"}
 )
-#: The stop words :func:`tokenize` drops.
-STOP_WORDS = frozenset((set(STOPWORDS) - KEPT_WORDS) | _CONTRACTION_PIECES)
+
+
+@lru_cache(maxsize=1)
+def default_stop_words() -> frozenset[str]:
+    """The stop words :func:`tokenize` drops (also `STOP_WORDS`): gensim's list, imported on first use so that the
+    tasks without words never load gensim."""
+    from gensim.parsing.preprocessing import STOPWORDS
+
+    return frozenset((set(STOPWORDS) - KEPT_WORDS) | _CONTRACTION_PIECES)
+
+
+def __getattr__(name: str) -> frozenset[str]:
+    """`STOP_WORDS`, computed on first use (PEP 562)."""
+    if name == "STOP_WORDS":
+        return default_stop_words()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 MIN_LENGTH = 2
 #: Lemmatizer choices: ``auto`` is ``wordnet`` when nltk and its WordNet data import, else ``rules``.
 LEMMATIZERS = ("auto", "rules", "wordnet")
@@ -271,7 +284,7 @@ def tokenize(
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
-    stops = STOP_WORDS if stop_words is None else frozenset(w.lower() for w in stop_words)
+    stops = default_stop_words() if stop_words is None else frozenset(w.lower() for w in stop_words)
     lem = (get_lemmatizer(lemmatizer) if isinstance(lemmatizer, str) else lemmatizer) if lemmatize else None
     out = []
     for token in _WORD.findall(_CAMEL.sub(" ", text)):

@@ -34,6 +34,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from audiointerp.models.precision import full_precision, full_precision_forward
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -68,6 +70,7 @@ def _shared_mask(masks: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
     return (shared.to(masks.dtype).unsqueeze(2) & masks[1:].unsqueeze(0)).any(1)
 
 
+@full_precision_forward
 class FactorLoss(nn.Module):
     """Esser et al.'s pair loss above; returns the mean over pairs and a report of its terms (detached).
 
@@ -88,6 +91,7 @@ class FactorLoss(nn.Module):
         """sqrt(1 - rho^2): the standard deviation of z_b's shared block given z_a's."""
         return math.sqrt(1.0 - self.rho**2)
 
+    @full_precision
     def pair_nll(self, z_a: torch.Tensor, logdet_a: torch.Tensor, z_b: torch.Tensor, logdet_b: torch.Tensor,
                  factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pair negative log-likelihoods (nats, constants dropped) of a and of b given a: ([B], [B]).
@@ -169,6 +173,7 @@ class SupervisedFactorLoss(FactorLoss):
             log_derivative = log_derivative + term
         return torch.stack(columns, 1), log_derivative
 
+    @full_precision
     def pair_nll(self, z_a: torch.Tensor, logdet_a: torch.Tensor, z_b: torch.Tensor, logdet_b: torch.Tensor,
                  factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pair NLLs (nats, the standard normal's constants dropped) of a and of b given a, in z_a's dtype.

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiointerp.models.precision import full_precision_forward
 
+
+@full_precision_forward
 class AngularDistanceLoss(nn.Module):
     """arccos(cosine(prediction, target)) / pi, averaged: 0 for the same direction, 1 for opposite ones.
 
@@ -25,6 +28,7 @@ class AngularDistanceLoss(nn.Module):
         return (torch.arccos(cosine.clamp(-1.0 + self.eps, 1.0 - self.eps)) / math.pi).mean()
 
 
+@full_precision_forward
 class MultiHotBCELoss(nn.Module):
     """Binary cross-entropy of one sigmoid unit per dictionary word against multi-hot targets."""
 
@@ -37,6 +41,7 @@ class MultiHotBCELoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits.float(), multi_hot.float(), pos_weight=weight)
 
 
+@full_precision_forward
 class ReconstructionLoss(nn.Module):
     """Mean squared error between a reconstruction and its input (the CAE's loss)."""
 

@@ -7,7 +7,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from audiointerp.models.precision import full_precision_forward
 
+
+@full_precision_forward
 class MultiResolutionSTFTDistance(nn.Module):
     """Mean over resolutions of ||S_y - S_x||_F / ||S_y||_F + mean |log S_y - log S_x| (magnitudes, Hann windows)."""
 

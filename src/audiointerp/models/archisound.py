@@ -19,6 +19,7 @@ from audio_encoders_pytorch import AutoEncoder1d, TanhBottleneck
 from torch import nn
 
 from audiointerp.errors import ConfigError
+from audiointerp.models.precision import full_precision
 from audiointerp.models.registry import load_weights, register_frontend, register_model
 from audiointerp.models.taps import Stage, TappedNetwork
 
@@ -139,6 +140,13 @@ def initialise(module: nn.Module, start: str, checkpoint: str | Path | None = No
     return module
 
 
+@full_precision
+def resample(waveform: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    """torchaudio's windowed-sinc resampling, in float32 whatever the training precision: a bf16 convolution
+    would add a noise floor near -48 dB to every clip the autoencoder and the classifier see."""
+    return torchaudio.functional.resample(waveform, from_rate, to_rate)
+
+
 class AutoencoderWrapper(nn.Module):
     """Waveforms at `input_rate` through the autoencoder and back: [B, T] or [B, C, T] in, mono out.
 
@@ -187,7 +195,7 @@ class AutoencoderWrapper(nn.Module):
         if channels not in (1, self.in_channels):
             raise ValueError(f"expected 1 or {self.in_channels} channels, got {channels}")
         if self.ae_rate != self.input_rate:
-            waveform = torchaudio.functional.resample(waveform, self.input_rate, self.ae_rate)
+            waveform = resample(waveform, self.input_rate, self.ae_rate)
         if channels == 1:
             waveform = waveform.expand(-1, self.in_channels, -1)  # mono to stereo (after resampling: half the work)
         length = waveform.shape[-1]
@@ -203,7 +211,7 @@ class AutoencoderWrapper(nn.Module):
         """[B, C, T'] at ae_rate to mono [B, length] at input_rate."""
         y = y[..., :ae_length].mean(dim=1)
         if self.ae_rate != self.input_rate:
-            y = torchaudio.functional.resample(y, self.ae_rate, self.input_rate)
+            y = resample(y, self.ae_rate, self.input_rate)
         return y[..., :length] if y.shape[-1] >= length else F.pad(y, (0, length - y.shape[-1]))
 
     def decode(self, latent: torch.Tensor, length: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ from torch import nn
 from audiointerp.downloads import CATALOG, WeightsEntry, fetch_weights, weights_entry, weights_name
 from audiointerp.errors import CheckpointError, ConfigError, closest
 from audiointerp.models.frontends import AudioPipeline
+from audiointerp.models.precision import full_precision_forward
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,17 @@ def register_model(
 
 
 def register_frontend(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a front-end class or factory under `name`."""
+    """Decorator: register a front-end class or factory under `name`.
+
+    A front end runs in float32 with autocast off whatever the training precision (`models.precision`): the
+    registered class's `forward` is wrapped by `full_precision` here, so a new front end needs nothing more. A
+    factory function must return an instance of such a registered (or `full_precision_forward`) class."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _FRONTENDS:
             raise ValueError(f"front end {name!r} is registered twice")
+        if isinstance(factory, type) and issubclass(factory, nn.Module):
+            full_precision_forward(factory)
         _FRONTENDS[name] = factory
         return factory
 
@@ -302,8 +309,8 @@ def build(name: str, num_classes: Optional[int] = None,
                                   "holds none to read the count from")
             if count is not None and count != built:
                 model = spec.builder(num_classes=count, **params)
-    if checkpoint is not None:
-        load_weights(model, checkpoint, hint=weights_hint(spec), source=source)
+    if checkpoint is not None:  # what was loaded and which head was skipped (kept at its fresh initialisation)
+        model.load_report = load_weights(model, checkpoint, hint=weights_hint(spec), source=source)
     return model
 
 

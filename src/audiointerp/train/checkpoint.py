@@ -16,17 +16,19 @@ checkpoint's weights files (`model*.safetensors`) and names any tensor holding a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from audiointerp.errors import CheckpointError
 
@@ -88,6 +90,83 @@ def load_arrays(folder: Path) -> dict[str, torch.Tensor]:
     """The task arrays of a run or export folder ({} when it has none)."""
     path = Path(folder) / ARRAYS
     return load_file(str(path), device="cpu") if path.is_file() else {}
+
+
+FROZEN = "frozen"  # checkpoint.json key: the frozen modules left out of the weights, with source and sha256
+
+
+def is_frozen_key(key: str, frozen: Iterable[str]) -> bool:
+    """Whether state-dict `key` belongs to one of the `frozen` submodules (named as in the task; a DDP
+    `module.` prefix is ignored)."""
+    key = key.removeprefix("module.")
+    return any(key == name or key.startswith(name + ".") for name in frozen)
+
+
+def module_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state dict (keys in order, each tensor's dtype, shape and bytes): the same weights
+    give the same hash on any device."""
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}|{data.dtype}|{tuple(data.shape)}|".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def frozen_records(task: nn.Module) -> dict[str, dict[str, Any]]:
+    """Source, sha256 and parameter count of each frozen module of `task` (`Task.frozen_modules`), as
+    checkpoint.json records them."""
+    records = {}
+    for name, source in task.frozen_modules().items():
+        module = task.get_submodule(name)
+        records[name] = {"source": source, "sha256": module_sha256(module),
+                         "parameters": sum(p.numel() for p in module.parameters())}
+    return records
+
+
+def check_frozen_unchanged(checkpoint: Path, recorded: dict[str, Any], current: dict[str, Any],
+                           action: str = "resume from") -> None:
+    """Raise `CheckpointError` when a frozen module rebuilt to resume (or export, evaluate) a checkpoint is not the
+    one the checkpoint was trained with (its weights are not in the checkpoint: they come from the recorded
+    source, checked by sha256)."""
+    for name, record in recorded.items():
+        now = current.get(name)
+        if now is None:
+            raise CheckpointError(f"cannot {action} {checkpoint}: it was trained with the frozen module {name!r} "
+                                  f"({record.get('source')}), which this config's task does not have")
+        if now["sha256"] != record["sha256"]:
+            raise CheckpointError(
+                f"cannot {action} {checkpoint}: the frozen module {name!r} built now ({now.get('source')}, sha256 "
+                f"{now['sha256'][:12]}) is not the one it was trained with ({record.get('source')}, sha256 "
+                f"{record['sha256'][:12]}); its weights are not stored in checkpoints, so point the config back to "
+                f"that source")
+
+
+def check_weight_keys(task: nn.Module, weights: Path, frozen: Iterable[str] = ()) -> None:
+    """Raise `CheckpointError` unless the keys of `weights` (a `model.safetensors`) are the task's state-dict keys,
+    where the keys of the `frozen` submodules may be absent (checkpoints leave frozen modules out; older ones hold
+    them, which is fine too). Reads the file's header only."""
+    frozen = list(frozen)
+    with safe_open(str(weights), framework="pt", device="cpu") as handle:
+        held = set(handle.keys())
+    expected = {key.removeprefix("module.") for key in task.state_dict()}
+    held = {key.removeprefix("module.") for key in held}
+    missing = sorted(k for k in expected - held if not is_frozen_key(k, frozen))
+    unexpected = sorted(held - expected)
+    if missing or unexpected:
+        parts = ([f"{len(missing)} missing ({', '.join(missing[:5])})"] if missing else []) + (
+            [f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})"] if unexpected else [])
+        raise CheckpointError(f"{weights} does not fit the task {type(task).__name__}: {'; '.join(parts)} key(s)")
+
+
+def load_task_weights(task: nn.Module, weights: Path, frozen: Iterable[str] = (), device: str = "cpu") -> None:
+    """Load a checkpoint's `model.safetensors` into `task`, checked by :func:`check_weight_keys` (the frozen
+    submodules' weights may be absent: the task rebuilt them from their source)."""
+    check_weight_keys(task, weights, frozen)
+    try:
+        task.load_state_dict(load_file(str(weights), device=device), strict=False)
+    except RuntimeError as err:
+        raise CheckpointError(f"{weights} does not fit the task {type(task).__name__}: {str(err).splitlines()[-1]}") from err
 
 
 def non_finite_tensors(checkpoint: Path) -> list[str]:

@@ -221,10 +221,16 @@ def load_config(
 
 
 def _check_choices(cfg: DictConfig) -> None:
-    """Raise `ConfigError` when a key of `CHOICES` holds another word (a missing `???` value is left alone)."""
+    """Raise `ConfigError` when a key of `CHOICES` holds another word (a missing `???` value is left alone).
+
+    YAML reads a bare `no` as false, which a string field stores as "False": where "no" is a choice, that is
+    read back as "no" (`train.mixed_precision=no` on the command line)."""
     missing = OmegaConf.missing_keys(cfg)
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
+        if value == "False" and "no" in allowed:
+            OmegaConf.update(cfg, key, "no")
+            value = "no"
         if key not in missing and value not in allowed:
             raise ConfigError(f"config key {key!r} is {value!r}{closest(str(value), allowed)}; choose one of {', '.join(allowed)}")
 

@@ -22,7 +22,18 @@ from audiointerp import __version__
 from audiointerp.errors import CheckpointError, writing
 from audiointerp.locks import FileLock
 from audiointerp.models.registry import sha256  # noqa: F401  (also imported from here by extraction and tests)
-from audiointerp.train.checkpoint import ARRAYS, INFO_FILE, METADATA, CheckpointStore, load_arrays
+from audiointerp.train.checkpoint import (
+    ARRAYS,
+    FROZEN,
+    INFO_FILE,
+    METADATA,
+    CheckpointStore,
+    check_frozen_unchanged,
+    frozen_records,
+    load_arrays,
+    load_task_weights,
+    read_info,
+)
 from audiointerp.train.config import load_config, to_yaml
 from audiointerp.train.tasks import Task, task_class
 
@@ -84,10 +95,10 @@ def task_from_checkpoint(run_dir: Path, checkpoint: str = "best") -> tuple[Task,
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {folder} has no {WEIGHTS}")
-    state = load_file(str(weights), device="cpu")
+    check_frozen_unchanged(folder, read_info(folder).get(FROZEN) or {}, frozen_records(task), "load")
     try:
-        task.load_state_dict(state, strict=True)
-    except RuntimeError as err:
+        load_task_weights(task, weights, task.frozen_modules())
+    except CheckpointError as err:
         raise CheckpointError(f"checkpoint {folder} does not fit the run's task {cfg.task.name!r}: {err}") from err
     task.eval()
     return task, cfg, metadata, folder

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"  # written when a run finishes
 # Keys that may change between a run and its resumption without making it another experiment.
 RESUMABLE_CHANGES = ("run_id", "train.resume", "train.progress", "train.epochs", "train.max_steps",
-                     "train.force_unlock", "tracking")
+                     "train.force_unlock", "train.compile", "train.compile_backend", "tracking")
 NO_CHECKPOINT = Path("(no checkpoint)")  # `_unfinished_match`: an unfinished run stopped before its first checkpoint
 LOCKS_DIR = ".locks"  # <output_dir>/.locks/<experiment>/<run_id>.lock
 FORCE_UNLOCK_HINT = "set train.force_unlock=true to take the run over"

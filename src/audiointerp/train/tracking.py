@@ -3,6 +3,14 @@
 W&B mode: `auto` is online when an API key is configured (`wandb login` / WANDB_API_KEY), offline otherwise
 (sync later with `wandb sync RUN_DIR/wandb/offline-run-*`); a WANDB_MODE in the environment wins over `auto`.
 Only the main process creates a run.
+
+For comparison on the dashboard: the config goes to W&B flattened (`optim.lr`, `tracking.condition`, ...: every
+key filters and groups on its own); every scalar is logged with `step` (and `epoch`), and `train/*`, `valid/*`,
+`test/*` and `data/*` are plotted against `step` (`define_metric`); each `valid/` and `test/` metric's summary is
+its best value where the name says which way is better (`summary_goal`: `max` for accuracies, mAP, scores,
+correlations, ...; `min` for losses, errors and distances). Inside a W&B sweep summaries keep W&B's default
+(the last value): the sweep controller needs a plain number for its metric and takes the best over the history
+itself; the sweep's run id, project and entity are the sweep's.
 """
 
 from __future__ import annotations
@@ -45,6 +53,46 @@ def wandb_mode(requested: str) -> str:
     if env in ("online", "offline", "disabled"):
         return env
     return "online" if wandb_logged_in() else "offline"
+
+
+# Words of a metric name (split at anything not a letter or digit, lower case) saying that higher is better, and
+# that lower is better. A name with words of both kinds, or of neither, keeps W&B's default summary (the last value).
+HIGHER_IS_BETTER = frozenset({
+    "accuracy", "acc", "map", "auc", "auroc", "f1", "score", "spearman", "pearson", "correlation", "r2", "r2cv",
+    "precision", "recall", "amcss", "snr", "sdr", "iou", "dice", "knn", "top1", "top5"})
+LOWER_IS_BETTER = frozenset({
+    "loss", "error", "err", "eer", "wer", "mse", "mae", "rmse", "nll", "ce", "distance", "dist", "bits",
+    "perplexity"})
+STEP_KEY = "step"  # the x-axis every scalar is logged with
+AXIS_PREFIXES = ("train", "valid", "test", "data")  # metric families plotted against STEP_KEY
+SUMMARY_PREFIXES = ("valid", "test")  # families whose summary is their best value
+
+
+def summary_goal(name: str) -> str | None:
+    """'max', 'min' or None (W&B's default summary, the last value) for a metric name such as `valid/accuracy`.
+
+    The words of the name's last part (after the final '/', split at every character that is not a letter or
+    digit, lower-cased) decide: a word of `HIGHER_IS_BETTER` gives max, one of `LOWER_IS_BETTER` min; both
+    kinds, or neither (`train/lr`, `valid/examples`, `valid/chance_material`), None."""
+    words = set(re.split(r"[^a-z0-9]+", name.rsplit("/", 1)[-1].lower())) - {""}
+    higher, lower = bool(words & HIGHER_IS_BETTER), bool(words & LOWER_IS_BETTER)
+    return "max" if higher and not lower else "min" if lower and not higher else None
+
+
+def flat_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (dicts) as {dotted.key: value}, as W&B gets it; lists stay lists, an empty mapping stays
+    `{}` under its key."""
+    if isinstance(node, dict) and (node or not prefix):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def in_sweep() -> bool:
+    """True inside a W&B sweep's trial (the agent sets WANDB_SWEEP_ID for it and its child processes)."""
+    return bool(os.environ.get("WANDB_SWEEP_ID"))
 
 
 def wandb_run_id(experiment: str, run_id: str) -> str:
@@ -94,6 +142,7 @@ class Tracking:
         self.enabled = cfg.tracking.backend == "wandb"
         self.mode = wandb_mode(str(cfg.tracking.mode)) if self.enabled else "none"
         self._run: Any = None
+        self._defined: set[str] = set()  # metric names given their summary through define_metric
 
     def start(self) -> None:
         """Create (or resume) the W&B run on the main process."""
@@ -112,11 +161,29 @@ class Tracking:
             "entity": tracking.entity,
             "notes": tracking.notes,
         }
-        config = OmegaConf.to_container(self.cfg, resolve=True)
+        if in_sweep():  # the sweep names the run, its project and entity (W&B would ignore ours, with a warning)
+            for key in ("id", "resume", "entity"):
+                init_kwargs.pop(key)
+        config = flat_config(OmegaConf.to_container(self.cfg, resolve=True))
         self.accelerator.init_trackers(str(tracking.project), config=config, init_kwargs={"wandb": init_kwargs})
         if self.accelerator.is_main_process:
             self._run = self.accelerator.get_tracker("wandb", unwrap=True)
-            log.info("W&B run %s (%s mode) in %s", init_kwargs["id"], self.mode, self.run_dir / "wandb")
+            self._run.define_metric(STEP_KEY, hidden=True)
+            for prefix in AXIS_PREFIXES:
+                self._run.define_metric(f"{prefix}/*", step_metric=STEP_KEY)
+            log.info("W&B run %s (%s mode) in %s", self._run.id, self.mode, self.run_dir / "wandb")
+
+    def _define_summaries(self, names: Any) -> None:
+        """`define_metric` for each new name of `SUMMARY_PREFIXES` with a `summary_goal`: its step axis and its
+        best value as summary (not inside a sweep: see the module's notes)."""
+        for name in names:
+            if name in self._defined:
+                continue
+            self._defined.add(name)
+            goal = summary_goal(name)
+            if goal and name.split("/", 1)[0] in SUMMARY_PREFIXES and not in_sweep():
+                # a '.' in a metric name is a nesting separator to define_metric: escaped, it is the name's own
+                self._run.define_metric(name.replace(".", "\\."), step_metric=STEP_KEY, summary=goal)
 
     def log(self, scalars: dict[str, float], step: int, epoch: float) -> None:
         """Scalars to metrics.jsonl and W&B (call on every process; only the main one writes)."""
@@ -125,7 +192,8 @@ class Tracking:
         clean = {k: float(v) for k, v in scalars.items()}
         self.metrics.append({"step": step, "epoch": round(epoch, 4), "time": round(time.time(), 3), **clean})
         if self._run is not None:
-            self._run.log(clean, step=step)
+            self._define_summaries(clean)
+            self._run.log({**clean, STEP_KEY: step, "epoch": round(epoch, 4)}, step=step)
 
     def log_figures(self, figures: dict[str, Any], step: int, prefix: str) -> None:
         if self._run is None or not figures:
@@ -181,11 +249,19 @@ class Tracking:
 
 def analysis_tracking(out: Path, experiment: str, settings: dict[str, Any], backend: str = "wandb", mode: str = "auto",
                       project: str = "audiointerp", group: str | None = None) -> Tracking:
-    """A started `Tracking` for an analysis writing into `out` (backend `none`: metrics.jsonl only)."""
+    """A started `Tracking` for an analysis writing into `out` (backend `none`: metrics.jsonl only). Its Accelerator
+    is a CPU one, unless a training run in this process already set Accelerate's (process-wide) state on a GPU:
+    then it shares that state (an analysis tracker computes nothing on the device)."""
     tracking_cfg = OmegaConf.merge(OmegaConf.structured(TrackingConfig),
                                    {"backend": backend, "mode": mode, "project": project, "group": group or experiment})
     cfg = OmegaConf.create({"experiment": experiment, "tracking": tracking_cfg, "analysis": settings})
-    accelerator = Accelerator(cpu=True, log_with="wandb" if backend == "wandb" else None, project_dir=str(out))
+    log_with = "wandb" if backend == "wandb" else None
+    try:
+        accelerator = Accelerator(cpu=True, log_with=log_with, project_dir=str(out))
+    except ValueError as err:  # a GPU training run in this process (a grid, the quickstart) set Accelerate's state
+        if "already been initialized" not in str(err):
+            raise
+        accelerator = Accelerator(log_with=log_with, project_dir=str(out))
     tracking = Tracking(accelerator, cfg, Path(out), experiment, ["analysis"], "analysis")
     tracking.start()
     return tracking

@@ -1,20 +1,27 @@
 """The one generic trainer: Accelerate's canonical loop around a task.
 
 `Trainer(cfg).fit()` builds the task, prepares it with its optimiser, scheduler and data loaders, and runs
-epochs of `task(batch) -> (loss, logs)` with gradient accumulation, clipping, non-finite guards (loss every
-batch; every parameter and buffer at each logging interval and before each checkpoint; fp16 updates skipped in a
-row; evaluation outputs), evaluation gathered over processes, atomic checkpoints of finite states only, W&B
+epochs of `task(batch) -> (loss, logs)` with gradient accumulation, clipping, non-finite guards (every batch's
+loss and every parameter and buffer, read at each logging interval and before each checkpoint; fp16 updates skipped
+in a row; evaluation outputs), evaluation gathered over processes, atomic checkpoints of finite states only, W&B
 tracking, and exact resumption (never from a non-finite checkpoint).
+
+On a GPU the loop never waits for the device for its bookkeeping: losses, logs and finiteness flags stay on the
+device and are read in one host-device synchronisation per logging interval (and before each checkpoint).
+`train.mixed_precision` runs the networks under autocast and the front ends and losses in float32
+(`models.precision`); `train.compile` compiles the task's networks in place (plain state-dict keys). Frozen modules
+(`Task.frozen_modules`) are left out of checkpoints: their source and sha256 are recorded instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +30,6 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -33,10 +39,17 @@ from audiointerp.evaluation.plots import learning_curves, read_metrics, save_fig
 from audiointerp.train.checkpoint import (
     ARRAYS,
     FINITE,
+    FROZEN,
     METADATA,
     CheckpointStore,
     TrainState,
+    check_frozen_unchanged,
+    check_weight_keys,
+    frozen_records,
+    is_frozen_key,
+    load_task_weights,
     non_finite_tensors,
+    read_info,
     save_arrays,
     write_json_atomic,
     write_text_atomic,
@@ -52,6 +65,7 @@ log = logging.getLogger("audiointerp")
 
 MAX_SKIPPED_UPDATES = 20  # fp16 updates skipped in a row (inf/NaN gradients) before the run stops
 NAMED_TENSORS = 5  # non-finite tensors named in an error message
+PERF_FILE = "perf.jsonl"  # per logging window: seconds per update and the share of it spent waiting for data
 
 
 @dataclass
@@ -97,6 +111,8 @@ def use_cpu(cfg: DictConfig) -> bool:
 
 
 def make_accelerator(cfg: DictConfig, project_dir: Optional[Path] = None) -> Accelerator:
+    """The run's Accelerator; on CUDA, batches go from pinned memory to the device without blocking."""
+    cuda = torch.cuda.is_available() and not use_cpu(cfg)
     return Accelerator(
         mixed_precision=str(cfg.train.mixed_precision),
         gradient_accumulation_steps=int(cfg.train.gradient_accumulation_steps),
@@ -104,24 +120,59 @@ def make_accelerator(cfg: DictConfig, project_dir: Optional[Path] = None) -> Acc
         project_dir=str(project_dir) if project_dir else None,
         cpu=use_cpu(cfg),
         step_scheduler_with_optimizer=False,  # the scheduler counts optimizer updates (see optim.py)
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=cuda),
     )
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
-                sampler: Optional[Sampler] = None) -> DataLoader:
+                sampler: Optional[Sampler] = None, pin_memory: bool = False, prefetch_factor: int = 2) -> DataLoader:
     """A loader with its own seeded generator; a dataset's `collate_fn` (e.g. padding whole clips of different
-    lengths, `datasets.collate_clips`) replaces the default collate."""
+    lengths, `datasets.collate_clips`) replaces the default collate.
+
+    Workers persist over epochs (no start-up cost per epoch) and still see each epoch: the datasets keep their
+    epoch in shared memory (`datasets.SharedEpoch`). `pin_memory` (on CUDA) lets batches reach the GPU without
+    blocking; each worker prepares `prefetch_factor` batches ahead."""
+    workers = int(num_workers)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         collate_fn=getattr(dataset, "collate_fn", None),
-        num_workers=num_workers,
-        persistent_workers=False,  # workers are re-created each epoch, so they see the dataset's epoch
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+        prefetch_factor=int(prefetch_factor) if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),  # shuffling and worker seeds never touch the global RNG
     )
+
+
+def loader_options(cfg: DictConfig, accelerator: Accelerator) -> dict[str, Any]:
+    """make_loader's device options from the config: pinned memory on CUDA, `data.prefetch_factor`."""
+    return {"pin_memory": accelerator.device.type == "cuda", "prefetch_factor": int(cfg.data.prefetch_factor)}
+
+
+def compile_networks(task: Task, backend: str) -> list[str]:
+    """Compile the task's networks (`Task.compiled_modules`) in place with `torch.compile`: their `__call__` is
+    compiled while their state-dict keys stay plain (no `_orig_mod.`), so checkpoints, exports and artifacts
+    are the same as without compiling, and a compiled run resumes into an uncompiled one and back."""
+    names = []
+    for module in task.compiled_modules():
+        module.compile(backend=backend)
+        names.append(type(module).__name__)
+    return names
+
+
+def leave_out_frozen(frozen: Iterable[str]) -> Any:
+    """A save-state pre-hook for Accelerate: drops the frozen modules' keys from the weights it is saving."""
+    names = list(frozen)
+
+    def hook(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
+        for state in weights:
+            for key in [k for k in state if is_frozen_key(k, names)]:
+                del state[key]
+
+    return hook
 
 
 def setup_logging(run_dir: Optional[Path], is_main: bool) -> None:
@@ -252,6 +303,12 @@ def summarize_on_main(accelerator: Accelerator, task: Task, outputs: dict[str, t
     return result
 
 
+def batch_size(batch: Any) -> int:
+    """Examples in a batch: the first dimension of its first tensor (0 when it holds none)."""
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else [batch]
+    return next((int(v.shape[0]) for v in values if isinstance(v, torch.Tensor) and v.dim()), 0)
+
+
 def scalar_items(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
 
@@ -365,6 +422,10 @@ class Trainer:
         with accelerator.main_process_first():
             data = task.build_data()
         task.build_models(data.metadata, data.arrays)
+        frozen = frozen_records(task)
+        if cfg.train.compile:
+            compiled = compile_networks(task, str(cfg.train.compile_backend))
+            log.info("compiled %s with torch.compile (backend %s)", ", ".join(compiled), cfg.train.compile_backend)
         test_data: Optional[Dataset] = None
         if cfg.data.test_folds:  # built before training, so a test set the task cannot read fails early
             with accelerator.main_process_first():
@@ -375,8 +436,10 @@ class Trainer:
                  len(test_data) if test_data is not None else "no", accelerator.num_processes, accelerator.device)
 
         seed = int(cfg.train.seed)
-        train_loader = make_loader(data.train, int(cfg.data.batch_size), True, int(cfg.data.num_workers), seed, data.train_sampler)
-        valid_loader = make_loader(data.valid, int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers), seed)
+        options = loader_options(cfg, accelerator)
+        train_loader = make_loader(data.train, int(cfg.data.batch_size), True, int(cfg.data.num_workers), seed,
+                                   data.train_sampler, **options)
+        valid_loader = make_loader(data.valid, int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers), seed, **options)
         optimizer = build_optimizer(task.trainable_parameters(), cfg.optim)
         task, optimizer, train_loader, valid_loader = accelerator.prepare(task, optimizer, train_loader, valid_loader)
         accumulation = int(cfg.train.gradient_accumulation_steps)
@@ -387,14 +450,19 @@ class Trainer:
         scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.optim, total, updates_per_epoch))
         state = TrainState()
         accelerator.register_for_checkpointing(state)
+        if frozen:
+            accelerator.register_save_state_pre_hook(leave_out_frozen(frozen))
         store = CheckpointStore(plan.run_dir, int(cfg.train.keep_last))
 
         core: Task = accelerator.unwrap_model(task)
         tracking = Tracking(accelerator, cfg, plan.run_dir, plan.run_id, core.tags(), core.job_type)
         if plan.resume_from is not None:
             check_resume_finite(store, plan.resume_from)
+            check_frozen_unchanged(plan.resume_from, read_info(plan.resume_from).get(FROZEN) or {}, frozen)
             try:
-                accelerator.load_state(str(plan.resume_from))
+                if frozen:  # frozen weights are not in the checkpoint: every other key must be
+                    check_weight_keys(core, plan.resume_from / WEIGHTS, frozen)
+                accelerator.load_state(str(plan.resume_from), strict=not frozen)
             except Exception as err:
                 raise CheckpointError(f"cannot resume from {plan.resume_from}: it does not fit this config's task and "
                                       f"model ({type(err).__name__}: {str(err).splitlines()[0]})") from err
@@ -418,6 +486,7 @@ class Trainer:
             tracking.log({f"data/skipped_{split}": float(n) for split, n in skipped.items()}, state.step, state.epoch)
         loop = _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
         loop.test_data = test_data
+        loop.frozen = frozen
         return loop
 
     def _finish(self, plan: RunPlan, result: TrainResult, state: TrainState, seconds: float) -> None:
@@ -467,22 +536,39 @@ class _Loop:
         self.last_metrics: dict[str, float] = {}
         self.test_data: Optional[Dataset] = None  # data.test_folds, scored with the best checkpoint after training
         self.skipped_in_a_row = 0  # optimizer updates the fp16 gradient scaler skipped (inf/NaN gradients) in a row
+        self.frozen: dict[str, dict[str, Any]] = {}  # frozen modules left out of checkpoints: source and sha256
+        self.window_losses: list[torch.Tensor] = []  # this window's losses, on the device, read at its end
+        self.window_positions: list[tuple[int, int, int]] = []  # (epoch, update, batch of the epoch) of each
+        self.window_started = time.perf_counter()  # wall clock of the window (perf.jsonl)
+        self.window_data_wait = 0.0  # seconds of it spent waiting for the next batch
+        self.window_updates = 0  # optimizer updates in it
+        self.window_examples = 0  # examples this process loaded in it
+        self.bar: Optional[tqdm] = None
 
     # --- pieces ---------------------------------------------------------------------------------------
     def _epoch_position(self) -> float:
         return self.state.epoch + self.state.batches_in_epoch / max(1, len(self.train_loader))
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)
-        if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, "sum")
-        if bad.item() > 0:
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.detach().float().item()} on process {self.accelerator.process_index}) "
-                f"at epoch {self.state.epoch}, update {self.state.step}, batch {self.state.batches_in_epoch} of the epoch. "
-                f"The run stopped without saving; {self._last_good()}. Try a lower optim.lr, optim.grad_clip, "
-                f"or check the inputs for NaN."
-            )
+    def _note_loss(self, loss: torch.Tensor) -> None:
+        """Keep this batch's loss (detached, on the device) and its position; the window's end reads them all in
+        its one synchronisation and stops the run at the first non-finite one (`_check_losses`)."""
+        self.window_losses.append(loss.detach().float().reshape(()))
+        self.window_positions.append((self.state.epoch, self.state.step, self.state.batches_in_epoch))
+
+    def _check_losses(self, bad: list[float], values: list[float]) -> None:
+        """Raise `NonFiniteLossError` for the window's first batch whose loss was not finite on some process
+        (`bad`: per batch, the share of processes where it was not; `values`: this process's losses)."""
+        first = next((k for k, flag in enumerate(bad) if flag > 0), None)
+        self.window_losses, positions, self.window_positions = [], self.window_positions, []
+        if first is None:
+            return
+        epoch, step, batch = positions[first]
+        raise NonFiniteLossError(
+            f"non-finite training loss ({values[first]} on process {self.accelerator.process_index}) "
+            f"at epoch {epoch}, update {step}, batch {batch} of the epoch. "
+            f"The run stopped without saving; {self._last_good()}. Try a lower optim.lr, optim.grad_clip, "
+            f"or check the inputs for NaN."
+        )
 
     def _last_good(self) -> str:
         """'the last good checkpoint is <path> (verified finite)' for error messages: the newest checkpoint whose
@@ -541,34 +627,66 @@ class _Loop:
             )
 
     def _accumulate_logs(self, logs: dict[str, torch.Tensor]) -> None:
+        """Add the batch's logs to the window's sums, on the device (no synchronisation)."""
         window = self.state.log_window
         for key, value in logs.items():
-            window[key] = window.get(key, 0.0) + float(value.detach().float().mean())
+            window[key] = window.get(key, 0.0) + value.detach().to(torch.float64).mean()
         self.state.log_window_batches += 1
 
     def _reduced_window(self) -> tuple[dict[str, float], bool]:
         """Window sums averaged over processes, and whether every parameter and buffer is finite on every process
-        (every process calls this). The finiteness count travels in the same reduction: one host-device
-        synchronisation (`.tolist()`) for both."""
-        keys = sorted(self.state.log_window)
-        values = torch.tensor([self.state.log_window[k] for k in keys] + [self.state.log_window_batches], dtype=torch.float64,
-                              device=self.accelerator.device)
-        values = torch.cat([values, self._non_finite_count()])
-        if self.accelerator.num_processes > 1:
-            values = self.accelerator.reduce(values, "mean")
-        *window, non_finite = values.tolist()
-        return dict(zip(keys + ["_batches"], window)), non_finite == 0
+        (every process calls this). Stops with `NonFiniteLossError` at the window's first non-finite training loss.
 
-    def _log_training(self) -> None:
-        """Log the window's averages; then stop with `NonFiniteStateError` if a parameter or buffer is not finite."""
+        The window's sums, its losses' finiteness flags, the parameters' finiteness count and this process's losses
+        travel in one tensor: one host-device synchronisation (`.tolist()`) per window."""
+        device = self.accelerator.device
+        keys = sorted(self.state.log_window)
+        sums = [torch.as_tensor(self.state.log_window[k], dtype=torch.float64, device=device).reshape(1) for k in keys]
+        losses = (torch.stack(self.window_losses).to(torch.float64) if self.window_losses
+                  else torch.zeros(0, dtype=torch.float64, device=device))
+        bad = (~torch.isfinite(losses)).to(torch.float64)
+        batches = torch.tensor([self.state.log_window_batches], dtype=torch.float64, device=device)
+        shared = torch.cat([*sums, batches, self._non_finite_count(), bad])
+        if self.accelerator.num_processes > 1:
+            shared = self.accelerator.reduce(shared, "mean")
+        values, own = torch.cat([shared, losses]).tolist(), len(keys) + 2
+        self._check_losses(values[own:own + len(bad)], values[own + len(bad):])
+        return dict(zip(keys + ["_batches"], values[:own - 1])), values[own - 1] == 0
+
+    def _log_training(self, bar: Optional[tqdm] = None) -> None:
+        """Log the window's averages (and its speed to perf.jsonl); then stop with `NonFiniteStateError` if a
+        parameter or buffer is not finite."""
         reduced, finite = self._reduced_window()
         batches = max(reduced.pop("_batches"), 1.0)
         scalars = {f"train/{k}": v / batches for k, v in reduced.items()}
         scalars["train/lr"] = self.scheduler.get_last_lr()[0]
         self.tracking.log(scalars, self.state.step, self._epoch_position())
+        self._log_speed()
+        if bar is not None and "train/loss" in scalars:
+            bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", epoch=self.state.epoch)
         self.state.log_window, self.state.log_window_batches = {}, 0.0
         if not finite:
             self._raise_non_finite_state("at the logging interval")
+
+    def _log_speed(self) -> None:
+        """Seconds per optimizer update and the share of the window's wall time spent waiting for the next batch,
+        to perf.jsonl and W&B (`perf/...`; wall-clock figures, so kept out of metrics.jsonl, which a resumed run
+        reproduces exactly). Read after the window's synchronisation, so the device's work is included."""
+        now = time.perf_counter()
+        seconds, updates = now - self.window_started, self.window_updates
+        if updates and seconds > 0 and self.accelerator.is_main_process:
+            record = {"step": self.state.step, "epoch": round(self._epoch_position(), 4),
+                      "perf/seconds_per_update": seconds / updates,
+                      "perf/data_wait_fraction": min(1.0, self.window_data_wait / seconds),
+                      "perf/examples_per_second": self.window_examples * self.accelerator.num_processes / seconds}
+            try:
+                with open(self.store.dir.parent / PERF_FILE, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            except OSError:
+                pass  # a speed record is not worth stopping a run; a full disk stops it at the next checkpoint
+            if self.accelerator.trackers:
+                self.accelerator.log({k: v for k, v in record.items() if k.startswith("perf/")}, step=self.state.step)
+        self.window_started, self.window_data_wait, self.window_updates, self.window_examples = now, 0.0, 0, 0
 
     def _sync_window(self) -> None:
         """Before a checkpoint: make the partial logging window identical on every process, so it resumes exactly,
@@ -608,12 +726,12 @@ class _Loop:
             raise CheckpointError(f"no best checkpoint with {WEIGHTS} to score on data.test_folds "
                                   f"{list(cfg.data.test_folds)} (found {best})")
         core: Task = self.accelerator.unwrap_model(self.task)
-        core.load_state_dict(load_file(str(best / WEIGHTS), device=str(self.accelerator.device)), strict=True)
+        load_task_weights(core, best / WEIGHTS, self.frozen, device=str(self.accelerator.device))
         dataset = self.test_data
         if dataset is None:
             raise ConfigError(f"data.test_folds={list(cfg.data.test_folds)} but no test set was built before training")
         loader = self.accelerator.prepare(make_loader(dataset, int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers),
-                                                      int(cfg.train.seed)))
+                                                      int(cfg.train.seed), **loader_options(cfg, self.accelerator)))
         outputs = run_evaluation(self.accelerator, self.task, loader, bool(cfg.train.progress), "test", self.store.dir.parent)
         result = summarize_on_main(self.accelerator, self.task, outputs, dataset)
         log.info("scored the best checkpoint %s on the test folds %s", best.name, list(cfg.data.test_folds))
@@ -633,6 +751,7 @@ class _Loop:
         """Write the checkpoint of the current update (every process takes part). Only a finite state is saved:
         `_sync_window` raises `NonFiniteStateError` first otherwise, and `checkpoint.json` records `finite`."""
         accelerator = self.accelerator
+        started = time.perf_counter()
         self._sync_window()
         temp = self.store.temp_dir(self.state.step)
         if accelerator.is_main_process:
@@ -644,6 +763,8 @@ class _Loop:
         if accelerator.is_main_process:
             info = {"step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
                     "metrics": self.last_metrics, "version": __version__, "time": time.time(), FINITE: True}
+            if self.frozen:  # left out of the weights: rebuilt from the source, checked by sha256 on resume
+                info[FROZEN] = self.frozen
             with writing("checkpoint", temp):
                 final = self.store.commit(temp, self.state.step, info, is_best)
             upload = self.cfg.tracking.log_checkpoints
@@ -651,12 +772,13 @@ class _Loop:
                 self.tracking.log_checkpoint(final, ["best", "latest"] if is_best else ["latest"])
             log.info("checkpoint %s%s", final, " (best)" if is_best else "")
         accelerator.wait_for_everyone()
+        self.window_started += time.perf_counter() - started  # a mid-epoch checkpoint is not training time (perf.jsonl)
 
     def after_update(self) -> None:
         """Hook after each optimizer update (logging and mid-epoch checkpoints)."""
         cfg = self.cfg.train
         if self.state.step % int(cfg.log_every_steps) == 0:
-            self._log_training()
+            self._log_training(self.bar)
         end_of_epoch = self.state.batches_in_epoch >= len(self.train_loader)
         every = cfg.checkpoint_every_steps
         if every and self.state.step % int(every) == 0 and self.state.step < self.total and not end_of_epoch:
@@ -674,10 +796,12 @@ class _Loop:
             loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
         self.task.train()
         clip = cfg.optim.grad_clip
-        for batch in loader:
+        if not state.log_window_batches:  # a window starts with the epoch: the evaluation and checkpoint before it are not timed
+            self.window_started = time.perf_counter()
+        for batch in self._timed(loader):
             with accelerator.accumulate(self.task):
                 loss, logs = self.task(batch)
-                self._check_finite(loss)
+                self._note_loss(loss)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and clip:
                     accelerator.clip_grad_norm_(self.accelerator.unwrap_model(self.task).trainable_parameters(), float(clip))
@@ -690,18 +814,34 @@ class _Loop:
             self._accumulate_logs(logs)
             if accelerator.sync_gradients:
                 state.step += 1
+                self.window_updates += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", epoch=state.epoch)
                 self.after_update()
                 if state.step >= self.total:
                     return False
         return True
+
+    def _timed(self, loader: Iterable[Any]) -> Iterator[Any]:
+        """The loader's batches, adding the seconds spent waiting for each to the window's data wait and its
+        examples to the window's count (host clock only: no synchronisation)."""
+        batches = iter(loader)
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.window_data_wait += time.perf_counter() - started
+            self.window_examples += batch_size(batch)
+            yield batch
 
     def run(self, progress: bool) -> dict[str, float]:
         cfg, state = self.cfg, self.state
         epochs = int(cfg.train.epochs)
         bar = tqdm(total=self.total, initial=state.step, desc=f"train {cfg.experiment}", unit="update",
                    disable=not (progress and self.accelerator.is_main_process), dynamic_ncols=True)
+        self.bar = bar
+        self.window_started = time.perf_counter()
         with bar:
             while state.epoch < epochs and state.step < self.total:
                 more = self.run_epoch(bar)
@@ -711,7 +851,7 @@ class _Loop:
                     state.batches_in_epoch = 0
                 last = not more or state.epoch >= epochs
                 if self.state.log_window_batches:
-                    self._log_training()
+                    self._log_training(bar)
                 if last or (finished_epoch and state.epoch % int(cfg.train.eval_every_epochs) == 0):
                     result = self.evaluate()
                     scalars = self._report_evaluation(result)

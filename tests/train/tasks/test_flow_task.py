@@ -168,3 +168,24 @@ def test_the_export_records_the_clips_the_flow_and_its_pca_trained_on(small_cnn_
     assert sorted(metadata["train_indices"]) == np.flatnonzero(np.isin(folds, ["2", "3", "4", "5"])).tolist()
     assert set(metadata["pca_indices"]) <= set(metadata["train_indices"])
     assert metadata["valid_indices"] == np.flatnonzero(folds == "1").tolist() and metadata["store_clips"] == 120
+
+
+def test_a_batch_of_pairs_is_drawn_at_once_and_equals_the_items_drawn_one_by_one() -> None:
+    """`__getitems__` (what the DataLoader calls) draws the batch vectorised; each item is the same as drawn
+    alone, in any batch; the shared factor is drawn uniformly and the partner among a's group, never a itself."""
+    codes = np.stack([np.arange(60) % 3, np.arange(60) // 20], 1)
+    pairs = FactorPairs(torch.arange(60.0)[:, None], codes, seed=3, length=6000)
+    batch = pairs.__getitems__(list(range(6000)))
+    alone = [pairs[i] for i in (0, 17, 5999)]
+    for i, item in zip((0, 17, 5999), alone):
+        assert all(torch.equal(batch[key][i], item[key]) for key in item)
+    shuffled = pairs.__getitems__([5999, 17, 0])
+    assert torch.equal(shuffled["x_b"], batch["x_b"][[5999, 17, 0]])
+    a, b = batch["x_a"][:, 0].long().numpy(), batch["x_b"][:, 0].long().numpy()
+    factor = batch["factor"].numpy() - 1
+    assert (a != b).all() and (codes[a, factor] == codes[b, factor]).all()
+    assert abs((factor == 0).mean() - 0.5) < 0.03  # two factors, drawn uniformly
+    partners = np.bincount(b[(a == 0) & (factor == 0)], minlength=60)[codes[:, 0] == 0]  # clip 0's group: 20 clips
+    assert partners[0] == 0 and partners[1:].min() > 0  # never itself; every other member drawn
+    loader = torch.utils.data.DataLoader(pairs, batch_size=500, collate_fn=pairs.collate_fn)
+    assert torch.equal(next(iter(loader))["x_b"], batch["x_b"][:500])

@@ -245,6 +245,22 @@ class AEFinetuneTask(AutoencoderTask):
         self.classifier.eval()
         self._build_autoencoder()
 
+    def frozen_modules(self) -> dict[str, str]:
+        """The classifier, when it comes from files (an export, or a zoo network with `task.classifier_checkpoint`):
+        checkpoints then record its source and sha256 instead of its weights (about 345 MB for PaSST). A zoo
+        classifier at random initialisation, or whose file held a head of another class count (that head starts
+        fresh), has no such source, so its weights stay in the checkpoints."""
+        task = self.cfg.task
+        if (Path(str(task.classifier)) / "manifest.json").is_file():
+            return {"classifier": f"export {task.classifier}"}
+        report = getattr(getattr(self.classifier, "network", None), "load_report", None)
+        if task.classifier_checkpoint and report is not None and not report.skipped_head:
+            return {"classifier": f"zoo {task.classifier}, weights {task.classifier_checkpoint}"}
+        return {}  # random weights, or a head of another class count at its fresh initialisation: saved
+
+    def compiled_modules(self) -> list[nn.Module]:
+        return [self.autoencoder, self.classifier]  # both run through __call__ in `step`
+
     def train(self, mode: bool = True) -> "AEFinetuneTask":
         """Train the autoencoder; the classifier stays in eval mode whatever the mode."""
         super().train(mode)
@@ -259,12 +275,12 @@ class AEFinetuneTask(AutoencoderTask):
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         audio, target = batch["audio"], batch["target"]
         reconstruction = self.autoencoder(audio)
-        logits = self.classifier(reconstruction)
+        logits = self.classifier(reconstruction).float()  # the loss in float32 under mixed precision
         loss = F.cross_entropy(logits, target)
         logs = {"classifier_loss": loss.detach(), "accuracy": (logits.detach().argmax(-1) == target).float().mean()}
         weight = float(self.cfg.task.reconstruction_weight)
         if weight:
-            mse = F.mse_loss(reconstruction, audio)
+            mse = F.mse_loss(reconstruction.float(), audio.float())
             loss = loss + weight * mse
             logs["reconstruction_mse"] = mse.detach()
         logs["loss"] = loss.detach()
@@ -319,7 +335,7 @@ class ReconstructionTask(AutoencoderTask):
         distance (spectral convergence + log-magnitude L1) when that weight is not 0."""
         audio = batch["audio"]
         reconstruction = self.autoencoder(audio)
-        loss = mse = F.mse_loss(reconstruction, audio)
+        loss = mse = F.mse_loss(reconstruction.float(), audio.float())  # float32 under mixed precision
         logs = {"mse": mse.detach()}
         weight = float(self.cfg.task.spectral_weight)
         if weight:

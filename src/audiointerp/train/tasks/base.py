@@ -80,6 +80,18 @@ class Task(nn.Module, metaclass=ABCMeta):
         """The parameters the optimiser updates (default: all that require gradients)."""
         return (p for p in self.parameters() if p.requires_grad)
 
+    def frozen_modules(self) -> dict[str, str]:
+        """Submodules that never train and are rebuilt from a source of their own, by attribute name, with that
+        source in words (e.g. {"classifier": "zoo mn10, weights runs/.../export"}). Checkpoints leave their
+        weights out and record the source and a sha256 instead; a resume checks the rebuilt module against it.
+        Default: none."""
+        return {}
+
+    def compiled_modules(self) -> list[nn.Module]:
+        """The networks `train.compile=true` compiles in place (`nn.Module.compile`: state-dict keys unchanged).
+        Default: the exported network."""
+        return [self.export_module()]
+
     # --- training -------------------------------------------------------------------------------------
     @abstractmethod
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

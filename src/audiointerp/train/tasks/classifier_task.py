@@ -125,7 +125,7 @@ class ClassifierTask(Task):
             lam = torch.distributions.Beta(alpha, alpha).sample((size,)).to(features.device)
             lam = torch.maximum(lam, 1.0 - lam)
             shape = (-1, *([1] * (features.dim() - 1)))
-            logits = self.model.forward_features(features * lam.reshape(shape) + features[partner] * (1.0 - lam.reshape(shape)))
+            logits = self.model.forward_features(features * lam.reshape(shape) + features[partner] * (1.0 - lam.reshape(shape))).float()
             if self.multi_label:
                 mixed = target.float() * lam[:, None] + target[partner].float() * (1.0 - lam[:, None])
                 loss = F.binary_cross_entropy_with_logits(logits, mixed)
@@ -134,7 +134,7 @@ class ClassifierTask(Task):
                 loss = (F.cross_entropy(logits, target, reduction="none", label_smoothing=smoothing) * lam
                         + F.cross_entropy(logits, target[partner], reduction="none", label_smoothing=smoothing) * (1.0 - lam)).mean()
         else:
-            logits = self.model.forward_features(features)
+            logits = self.model.forward_features(features).float()  # losses in float32 under mixed precision
             loss = self.loss(logits, target)
         logs = {"loss": loss.detach()}
         if not self.multi_label:
@@ -182,3 +182,7 @@ class ClassifierTask(Task):
 
     def export_module(self) -> nn.Module:
         return self.model
+
+    def compiled_modules(self) -> list[nn.Module]:
+        """The network (training calls the front end and `forward_features`, which reach it through `__call__`)."""
+        return [self.model.network]

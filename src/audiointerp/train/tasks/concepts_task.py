@@ -188,7 +188,7 @@ class ConceptsTask(Task):
         return ["loss", "accuracy", "baseline_accuracy", "accuracy_change", "concepts_per_sound", "examples"]
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.model(batch["x"], batch.get("index"))  # the index warm-starts each example's lasso
+        logits = self.model(batch["x"], batch.get("index")).float()  # the index warm-starts each example's lasso
         loss = F.cross_entropy(logits, batch["target"])
         return loss, {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == batch["target"]).float().mean().detach()}
 

@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import json
 import logging
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -33,9 +34,10 @@ from omegaconf import MISSING
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
+from audiointerp.datasets.sampling import SharedEpoch
 from audiointerp.datasets.store import ActivationStore, StoreError
 from audiointerp.errors import ConfigError, closest
 from audiointerp.evaluation.plots import factor_scatter
@@ -72,66 +74,120 @@ class FlowConfig(TaskConfig):
     scatter_points: int = 2000  # validation clips in the factor-coordinate scatter
 
 
-class FactorPairs(Dataset):
+def uniforms(seed: int, epoch: int, items: np.ndarray, stream: int) -> np.ndarray:
+    """Uniform numbers in [0, 1), one per item, a pure function of (seed, epoch, item, stream): a counter-based
+    generator (splitmix64's finaliser over the four numbers), so a batch of items is drawn in a few vectorised
+    operations and each item's draw is the same whichever batch or worker asks for it."""
+    with np.errstate(over="ignore"):
+        z = (np.asarray(items, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+             ^ np.uint64((int(seed) * 0xBF58476D1CE4E5B9 + int(epoch) * 0x94D049BB133111EB + int(stream) * 0x2545F4914F6CDD1D)
+                         % 2**64))
+        for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            z = (z ^ (z >> np.uint64(shift))) * np.uint64(multiplier)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def collate_batch(batch: Any) -> Any:
+    """A pair dataset's collate: its `__getitems__` already returns the whole batch as one dict."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
+
+
+class _Pairs(Dataset, metaclass=ABCMeta):
+    """Pairs of clips drawn per item, redrawn each epoch (`set_epoch`), reproducibly; a batch is drawn at once
+    (`__getitems__`, which the DataLoader calls with the batch's indices), so a batch of 2,048 pairs costs a few
+    array operations instead of 2,048 Python calls."""
+
+    epoch = SharedEpoch()  # the epoch of the draw; seen by persistent workers
+    collate_fn = staticmethod(collate_batch)
+
+    def __init__(self, x: torch.Tensor, codes: np.ndarray, seed: int, length: Optional[int] = None) -> None:
+        self.x, self.codes, self.seed = x, np.asarray(codes), int(seed)
+        self.length = int(length or len(x))
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @abstractmethod
+    def draw(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(a, b, shared) of `items`: clip indices and [items, factors] booleans."""
+
+    def __getitems__(self, items: list[int]) -> dict[str, torch.Tensor]:
+        a, b, shared = self.draw(np.asarray(items, dtype=np.int64))
+        a_t, b_t = torch.from_numpy(a), torch.from_numpy(b)
+        batch = {"x_a": self.x[a_t], "x_b": self.x[b_t], "shared": torch.from_numpy(shared), "index": a_t}
+        return self._extra(batch, shared)
+
+    def _extra(self, batch: dict[str, torch.Tensor], shared: np.ndarray) -> dict[str, torch.Tensor]:
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([int(i)]).items()}
+
+
+class FactorPairs(_Pairs):
     """Pairs (a, b) that share one factor's value: a runs over the clips, the shared factor is drawn uniformly,
     and b uniformly among the other clips with a's value of it. Redrawn each epoch (`set_epoch`), reproducibly."""
 
     def __init__(self, x: torch.Tensor, codes: np.ndarray, seed: int, length: Optional[int] = None) -> None:
-        self.x, self.codes, self.seed = x, np.asarray(codes), int(seed)
-        self.length = int(length or len(x))
-        self.epoch = 0
-        self.groups = [[np.flatnonzero(self.codes[:, f] == value) for value in range(self.codes[:, f].max() + 1)]
-                       for f in range(self.codes.shape[1])]
+        super().__init__(x, codes, seed, length)
+        # per factor: clips sorted by value, where each value's run starts, its size, and each clip's rank in it
+        self.order, self.starts, self.sizes, self.rank = [], [], [], []
+        for f in range(self.codes.shape[1]):
+            column = self.codes[:, f]
+            order = np.argsort(column, kind="stable")
+            sizes = np.bincount(column, minlength=column.max() + 1)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            rank = np.empty(len(column), dtype=np.int64)
+            rank[order] = np.arange(len(column)) - starts[column[order]]
+            self.order.append(order), self.starts.append(starts), self.sizes.append(sizes), self.rank.append(rank)
 
-    def __len__(self) -> int:
-        return self.length
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def draw(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n_factors = self.codes.shape[1]
+        a = items % len(self.x)
+        factor = np.minimum((uniforms(self.seed, self.epoch, items, 0) * n_factors).astype(np.int64), n_factors - 1)
+        b = np.empty_like(a)
+        for f in range(n_factors):
+            chosen = factor == f
+            clips = a[chosen]
+            value = self.codes[clips, f]
+            size, start, own = self.sizes[f][value], self.starts[f][value], self.rank[f][clips]
+            others = np.maximum(size - 1, 1)  # a clip alone with its value pairs with itself
+            k = np.minimum((uniforms(self.seed, self.epoch, items[chosen], 1) * others).astype(np.int64), others - 1)
+            k = np.where((size > 1) & (k >= own), k + 1, np.where(size > 1, k, own))  # skip a itself
+            b[chosen] = self.order[f][start + k]
+        shared = np.zeros((len(items), n_factors), dtype=bool)
+        shared[np.arange(len(items)), factor] = True
+        return a, b, shared
 
     def pair(self, i: int) -> tuple[int, int, int]:
         """(a, b, shared factor) of item i (factor 0-based)."""
-        rng = np.random.default_rng((self.seed, self.epoch, i))
-        a = i % len(self.x)
-        factor = int(rng.integers(self.codes.shape[1]))
-        members = self.groups[factor][self.codes[a, factor]]
-        if len(members) > 1:
-            members = members[members != a]
-        return a, int(members[rng.integers(len(members))]), factor
+        a, b, shared = self.draw(np.array([int(i)]))
+        return int(a[0]), int(b[0]), int(shared[0].argmax())
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        a, b, factor = self.pair(i)
-        shared = torch.zeros(self.codes.shape[1], dtype=torch.bool)
-        shared[factor] = True
-        return {"x_a": self.x[a], "x_b": self.x[b], "factor": torch.tensor(factor + 1), "shared": shared,
-                "index": torch.tensor(a)}
+    def _extra(self, batch: dict[str, torch.Tensor], shared: np.ndarray) -> dict[str, torch.Tensor]:
+        batch["factor"] = torch.from_numpy(shared.argmax(1) + 1)  # 1-based, as the loss's blocks
+        return batch
 
 
-class IndependentPairs(Dataset):
+class IndependentPairs(_Pairs):
     """LatentAudio's pairs: a runs over the clips, b is drawn uniformly from all clips independently of a, and
     the pair shares every factor whose values agree (`shared`, [factors] booleans; possibly none). Redrawn each
     epoch (`set_epoch`), reproducibly."""
 
-    def __init__(self, x: torch.Tensor, codes: np.ndarray, seed: int, length: Optional[int] = None) -> None:
-        self.x, self.codes, self.seed = x, np.asarray(codes), int(seed)
-        self.length = int(length or len(x))
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def draw(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a = items % len(self.x)
+        b = np.minimum((uniforms(self.seed, self.epoch, items, 0) * len(self.x)).astype(np.int64), len(self.x) - 1)
+        return a, b, self.codes[a] == self.codes[b]
 
     def pair(self, i: int) -> tuple[int, int]:
         """(a, b) of item i."""
-        rng = np.random.default_rng((self.seed, self.epoch, i))
-        return i % len(self.x), int(rng.integers(len(self.x)))
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        a, b = self.pair(i)
-        return {"x_a": self.x[a], "x_b": self.x[b], "shared": torch.from_numpy(self.codes[a] == self.codes[b]),
-                "index": torch.tensor(a)}
+        a, b, _ = self.draw(np.array([int(i)]))
+        return int(a[0]), int(b[0])
 
 
 def clips_digest(store: ActivationStore) -> str:

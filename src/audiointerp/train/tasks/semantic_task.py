@@ -227,6 +227,10 @@ class _VGGishTask(Task):
     def export_module(self) -> nn.Module:
         return AudioPipeline(self.frontend, self.network)
 
+    def compiled_modules(self) -> list[nn.Module]:
+        """The network as training calls it (`__call__`); evaluation's `forward_until`/`forward_from` stay eager."""
+        return [self.network]
+
     def _rdm_evaluation(self, embeddings: np.ndarray, indices: np.ndarray, dataset: Dataset,
                         rsa_features: Optional[np.ndarray] = None) -> tuple[dict[str, float], dict, dict]:
         """Macro-class RDM correlation of the `embedding` layer and cross-validated RSA of `task.rsa_layer`

@@ -1,0 +1,103 @@
+"""Issue 15: the GPU benchmark `benchmarks/gpu.py` in its `--smoke` sizes on the CPU.
+
+The script runs as its own process (Accelerate's state is per process) with gensim and wandb unimportable, as on
+the GPU machine: esc50_mn10 and the flow, float32 and bf16, must each train and write their figures to the JSON,
+and neither module may be imported. The quick tests check how the steady state is read from the trainer's
+perf.jsonl (no training); the smoke run takes about 30 s on 2 idle cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "gpu.py"
+
+# runs the script as __main__ with gensim and wandb blocked (an import of either raises ImportError)
+BLOCKED = ("import runpy, sys; sys.modules['gensim'] = None; sys.modules['wandb'] = None; "
+           f"sys.path.insert(0, {str(SCRIPT.parent)!r}); sys.argv = [{str(SCRIPT)!r}, *sys.argv[1:]]; "
+           f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+
+
+def gpu_module() -> ModuleType:
+    """benchmarks/gpu.py as a module (the benchmarks are no package; `common` is imported from their folder)."""
+    name = "audiointerp_benchmark_gpu"
+    if name not in sys.modules:
+        if str(SCRIPT.parent) not in sys.path:
+            sys.path.insert(0, str(SCRIPT.parent))
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def window(step: int, seconds_per_update: float, wait: float, examples_per_second: float) -> dict[str, Any]:
+    """A record of the trainer's perf.jsonl."""
+    return {"step": step, "epoch": 0.1, "perf/seconds_per_update": seconds_per_update, "perf/data_wait_fraction": wait,
+            "perf/examples_per_second": examples_per_second}
+
+
+def test_steady_state_is_the_trainers_figures_after_the_warm_up() -> None:
+    gpu = gpu_module()
+    records = [window(5, 9.0, 0.9, 1.0), window(10, 0.2, 0.5, 640.0), window(15, 0.2, 0.1, 640.0), window(20, 0.4, 0.4, 320.0)]
+    measured = gpu.steady_state(records, warmup=5)
+    assert measured["steady_updates"] == 15
+    assert measured["seconds_per_update"] == pytest.approx(4.0 / 15)  # windows of 1 s, 1 s and 2 s
+    assert measured["data_wait_fraction"] == pytest.approx((0.5 * 1 + 0.1 * 1 + 0.4 * 2) / 4)
+    assert measured["examples_per_second"] == pytest.approx((640 + 640 + 320 * 2) / 4)
+    assert [w["step"] for w in measured["windows"]] == [10, 15, 20]
+    assert measured["windows"][2]["seconds_per_update"] == pytest.approx(0.4)
+
+
+def test_steady_state_needs_two_windows_after_the_warm_up() -> None:
+    gpu = gpu_module()
+    records = [window(5, 1.0, 0.1, 10.0), window(10, 1.0, 0.1, 10.0), window(15, 1.0, 0.1, 10.0)]
+    assert gpu.steady_state(records, warmup=5)["steady_updates"] == 10
+    with pytest.raises(RuntimeError, match="at least 2"):
+        gpu.steady_state(records, warmup=6)
+
+
+def test_smoke_run_on_the_cpu_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", BLOCKED, "--smoke", "--configs", "esc50_mn10,flow", "--precisions", "no,bf16",
+                           "--out", str(out), "--work-dir", str(tmp_path / "work")],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    results = json.loads(out.read_text())
+    rows = {(r["config"], r["precision"]): r for r in results["results"]}
+    assert sorted(rows) == [("esc50_mn10", "bf16"), ("esc50_mn10", "no"), ("flow", "bf16"), ("flow", "no")]
+    for (config, precision), row in rows.items():
+        assert row["status"] == "ok" and row["error"] is None, row
+        assert row["unit"] == ("pairs" if config == "flow" else "clips")
+        assert row["updates"] == 3 and row["steady_updates"] == 2, row
+        for key in ("seconds_per_update", "examples_per_second", "fit_seconds"):
+            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+        assert 0 <= row["data_wait_fraction"] < 1, row
+        assert row["examples_per_second"] == pytest.approx(row["examples_per_update"] / row["seconds_per_update"])
+        assert row["peak_gpu_memory_mib"] is None  # no CUDA here
+        assert len(row["windows"]) == 2
+    assert results["ddp"] is None
+    assert results["environment"]["device"] == "cpu"
+    imported = set(results["imported_third_party"])
+    assert not imported & {"wandb", "gensim"}, sorted(imported)
+    assert {"torch", "accelerate", "omegaconf", "soundfile", "h5py"} <= imported
+    table = done.stdout[done.stdout.index("config "):]
+    assert "esc50_mn10" in table and "flow (pairs)" in table and "bf16/fp32" in table
