@@ -45,3 +45,31 @@ def test_loader_options_pin_memory_on_cuda_and_take_the_prefetch_factor(tiny_ove
     assert loader_options(cfg, cpu) == {"pin_memory": False, "prefetch_factor": 6}
     loader = make_loader(torch.utils.data.TensorDataset(torch.zeros(4)), 2, False, 1, 0, **loader_options(cfg, cpu))
     assert loader.prefetch_factor == 6 and loader.persistent_workers and not loader.pin_memory
+
+
+def test_the_next_epoch_started_before_the_evaluation_gives_the_same_batches(tiny_overrides: list[str],
+                                                                            monkeypatch) -> None:
+    """`start_next_epoch` begins loading epoch k+1 before epoch k's evaluation and checkpoint (the workers fill
+    their queues meanwhile); the batches it yields are exactly those of a loader started afterwards."""
+    from audiointerp.train.tasks.classifier_task import ClassifierTask
+    from audiointerp.train.trainer import Trainer, _Loop
+
+    def batches(prefetch: bool, run_id: str) -> list[torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        step = ClassifierTask.step
+
+        def recorded(self, batch):
+            seen.append(batch["audio"].clone())
+            return step(self, batch)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(ClassifierTask, "step", recorded)
+            if not prefetch:
+                patch.setattr(_Loop, "start_next_epoch", lambda self: None)
+            Trainer(load_config("classifier", [*tiny_overrides, "train.epochs=3", "data.num_workers=2",
+                                               f"run_id={run_id}"])).fit()
+        return seen
+
+    started_early, started_late = batches(True, "early"), batches(False, "late")
+    assert len(started_early) == len(started_late) == 3 * 6  # 96 training clips, batch 16
+    assert all(torch.equal(a, b) for a, b in zip(started_early, started_late))

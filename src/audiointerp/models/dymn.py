@@ -19,7 +19,12 @@ convolutions are batched matrix products rather than batch-grouped convolutions;
 each dynamic convolution is folded into its per-example kernels (those BatchNorm modules are then not called); the
 dynamic ReLU's maximum of two maps is relu(u1 - u0) + u0, with coordinate attention's (positive) frequency gate
 folded into its coefficients (the block applies the gates; `ca` is called only without dynamic ReLU); and when
-autograd is off, intermediate tensors are overwritten in place instead of reallocated.
+autograd is off, intermediate tensors are overwritten in place instead of reallocated. DyMN computes in the
+default (contiguous) layout: its dynamic convolutions are batched matrix products and batch-grouped convolutions
+on views of that layout, and the model and input converted to channels_last from outside were not faster
+(`benchmarks/bench_efficientat.py`, dymn10, batch 8 x [1, 128, 500], train step, 9 interleaved rounds on a shared
+2-core machine, upstream time / ours: 1 thread 1.60 in the default layout, 1.46 channels_last; 2 threads 1.55
+and 1.82 by the medians but 1.86 and 1.74 by the per-round ratios).
 
 Upstream returns `(logits, embedding)`, the embedding being the average-pooled `out_c` map; here `forward` returns
 the logits and `forward_with_embedding` the pair.

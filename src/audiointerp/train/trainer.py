@@ -15,6 +15,7 @@ device and are read in one host-device synchronisation per logging interval (and
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -544,6 +545,7 @@ class _Loop:
         self.window_updates = 0  # optimizer updates in it
         self.window_examples = 0  # examples this process loaded in it
         self.bar: Optional[tqdm] = None
+        self.prefetched: Optional[tuple[int, Iterator[Any]]] = None  # (epoch, its batches) started before its turn
 
     # --- pieces ---------------------------------------------------------------------------------------
     def _epoch_position(self) -> float:
@@ -785,14 +787,33 @@ class _Loop:
             self.save()
 
     # --- the loop -------------------------------------------------------------------------------------
+    def _set_epoch(self, epoch: int) -> None:
+        self.train_loader.set_epoch(epoch)
+        if hasattr(self.data.train, "set_epoch"):  # under DDP, Accelerate's batch-sampler shard does not forward it
+            self.data.train.set_epoch(epoch)
+
+    def start_next_epoch(self) -> None:
+        """Start loading the next epoch's batches now, before the epoch-end evaluation and checkpoint: the workers
+        fill their prefetch queues meanwhile, so the next epoch does not begin by waiting for its first batches
+        (on a GPU with short epochs, e.g. ESC-50's 13 updates of 128 clips, that wait was a fifth of the time).
+        The epoch's batches are the same as those of a loader started later: they depend on the epoch only."""
+        self._set_epoch(self.state.epoch)
+        batches = iter(self.train_loader)
+        try:
+            first = next(batches)
+        except StopIteration:
+            return
+        self.prefetched = (self.state.epoch, itertools.chain([first], batches))
+
     def run_epoch(self, bar: tqdm) -> bool:
         """One (possibly resumed) epoch. Returns False when the update budget ran out."""
         accelerator, state, cfg = self.accelerator, self.state, self.cfg
-        self.train_loader.set_epoch(state.epoch)
-        if hasattr(self.data.train, "set_epoch"):  # under DDP, Accelerate's batch-sampler shard does not forward it
-            self.data.train.set_epoch(state.epoch)
-        loader = self.train_loader
-        if state.batches_in_epoch:
+        prefetched, self.prefetched = self.prefetched, None
+        self._set_epoch(state.epoch)
+        loader: Iterable[Any] = self.train_loader
+        if prefetched is not None and prefetched[0] == state.epoch and not state.batches_in_epoch:
+            loader = prefetched[1]
+        elif state.batches_in_epoch:
             loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
         self.task.train()
         clip = cfg.optim.grad_clip
@@ -852,6 +873,8 @@ class _Loop:
                 last = not more or state.epoch >= epochs
                 if self.state.log_window_batches:
                     self._log_training(bar)
+                if finished_epoch and not last:
+                    self.start_next_epoch()
                 if last or (finished_epoch and state.epoch % int(cfg.train.eval_every_epochs) == 0):
                     result = self.evaluate()
                     scalars = self._report_evaluation(result)
