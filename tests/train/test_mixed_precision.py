@@ -115,3 +115,12 @@ def test_bf16_training_is_close_to_float32_with_float32_front_ends_and_losses(
         if not math.isfinite(value):
             continue
         assert abs(mixed[key] - value) <= ABSOLUTE + RELATIVE * abs(value), (family, key, mixed[key], value)
+
+
+def test_fp16_on_the_cpu_is_refused_rather_than_silently_float32(tiny_overrides: list[str]) -> None:
+    from audiointerp.errors import ConfigError
+
+    cfg = load_config("classifier", [*tiny_overrides, "train.mixed_precision=fp16", "train.cpu=true"])
+    with pytest.raises(ConfigError, match=r"fp16 needs a GPU.*bf16"):
+        Trainer(cfg).fit()
+    assert not (Path(cfg.output_dir) / "classifier").exists()  # refused before any folder or lock

@@ -125,6 +125,17 @@ def make_accelerator(cfg: DictConfig, project_dir: Optional[Path] = None) -> Acc
     )
 
 
+def check_mixed_precision(cfg: DictConfig) -> None:
+    """`train.mixed_precision=fp16` on the CPU is a `ConfigError` (before anything is written): Accelerate would
+    silently train in float32 there, without fp16 autocast or a gradient scaler. bf16 works on the CPU."""
+    cpu = use_cpu(cfg)
+    accelerated = not cpu and (torch.cuda.is_available() or torch.backends.mps.is_available()
+                               or bool(getattr(torch, "xpu", None) and torch.xpu.is_available()))
+    if str(cfg.train.mixed_precision) == "fp16" and not accelerated:
+        raise ConfigError("train.mixed_precision=fp16 needs a GPU: on the CPU Accelerate would train in float32 "
+                          "without saying so; use train.mixed_precision=bf16 (or no) on the CPU")
+
+
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
                 sampler: Optional[Sampler] = None, pin_memory: bool = False, prefetch_factor: int = 2) -> DataLoader:
     """A loader with its own seeded generator; a dataset's `collate_fn` (e.g. padding whole clips of different
@@ -373,6 +384,7 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         cfg = self.cfg
+        check_mixed_precision(cfg)
         plan = self._plan()
         accelerator = make_accelerator(cfg, plan.run_dir)
         is_main = accelerator.is_main_process
