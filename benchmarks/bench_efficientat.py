@@ -30,13 +30,12 @@ import io
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from common import environment, write_results
+from common import environment, timed_rounds, write_results
 
 from audiointerp.models import build, build_frontend
 
@@ -106,21 +105,6 @@ def variant_models(name: str, num_classes: int, upstream: Path | None) -> dict[s
     if upstream is not None:
         models["upstream"] = upstream_model(upstream, name, ours, num_classes)
     return models
-
-
-def timed_rounds(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Wall times in milliseconds of each step, one list entry per round; the steps are interleaved, one round at
-    a time, after `warmup` untimed calls of each."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            started = time.perf_counter()
-            step()
-            times[name].append((time.perf_counter() - started) * 1e3)
-    return times
 
 
 def summary(times: list[float]) -> dict[str, float]:

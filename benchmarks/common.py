@@ -35,11 +35,9 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-def timed(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Wall time of each step in milliseconds (median, minimum, standard deviation).
-
-    The steps are interleaved, one round at a time, so that a change of machine load affects all of them alike.
-    """
+def timed_rounds(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Wall times in milliseconds of each step, one list entry per round; the steps are interleaved, one round at
+    a time, after `warmup` untimed calls of each, so that a change of machine load affects all of them alike."""
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -49,5 +47,11 @@ def timed(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> 
             started = time.perf_counter()
             step()
             times[name].append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def timed(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Wall time of each step in milliseconds (median, minimum, standard deviation), over interleaved rounds
+    (`timed_rounds`)."""
     return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "stdev_ms": statistics.pstdev(t)}
-            for name, t in times.items()}
+            for name, t in timed_rounds(steps, repeats, warmup).items()}

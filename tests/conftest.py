@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_CODE", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def benchmark_module(script: str) -> ModuleType:
+    """benchmarks/<script>.py as a module (the benchmarks are no package; their `common` is imported from their
+    folder), registered in sys.modules first, as dataclasses need; loaded once."""
+    name = f"audiointerp_benchmark_{script}"
+    if name not in sys.modules:
+        if str(BENCHMARKS) not in sys.path:
+            sys.path.insert(0, str(BENCHMARKS))
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{script}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
 
 TINY_OVERRIDES = [
     "model.params.widths=[4,8,8,16]",

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import math
+import operator
 import re
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,18 +15,29 @@ from audiointerp.datasets.synth import synthesize
 from audiointerp.quickstart import (
     AE_CLASSIFIER_EPOCHS,
     AE_STEPS,
+    COSTS,
+    LOGS,
     RECONSTRUCTION_STEPS,
+    RESULTS,
     STAGES,
     SUMMARY_FILE,
+    StageSpec,
     autoencoder_stage,
+    critical_order,
+    planned_order,
     run_quickstart,
+    run_stages,
 )
+from audiointerp.quickstart.parallel import cores
 
 
 def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: Path) -> None:
     out = tmp_path / "quickstart"
-    page = run_quickstart(out, overrides=["train.epochs=1", "model.params.widths=[4,8,8,16]", "train.progress=false"],
-                          tracking="none", clips_per_class=5, mn_epochs=1, ae_steps=2, latent_clips_per_class=5,
+    # 8 clips per class: every validation clip has a word of semDNN's and catDNN's dictionary, so their RDMs cover
+    # the same classes as the CAE's (compare draws them side by side); a 64-d embedding: whichever layer decodes
+    # best, the flow's 64 PCA components fit it
+    page = run_quickstart(out, overrides=["train.epochs=1", "model.params.widths=[4,8,8,64]", "train.progress=false"],
+                          tracking="none", clips_per_class=8, mn_epochs=1, ae_steps=2, latent_clips_per_class=5,
                           flow_epochs=2)
     markdown = (out / "report.md").read_text()
     targets = re.findall(r"\]\(([^)]+)\)", markdown)
@@ -41,6 +55,7 @@ def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: P
     assert html.count("data:audio/wav;base64,") == len(audio)
     assert "held-out set" in markdown and "accuracy" in markdown
     assert "| quickstart-semdnn | validation |" in markdown and "| quickstart-catdnn | data-test |" in markdown
+    assert "| quickstart-cae | validation |" in markdown and "| quickstart-cae | data-test |" in markdown
     assert "Classifier-gradient autoencoder fine-tuning" in markdown and "| accuracy_reconstruction |" in markdown
     for name in ("quickstart-ae-classifier", "quickstart-ae-reconstruction", "quickstart-ae-before", "quickstart-ae-after"):
         assert (next((out / "runs" / name).iterdir()) / "export" / "manifest.json").is_file(), name
@@ -52,6 +67,10 @@ def test_quickstart_runs_every_stage_and_its_report_references_exist(tmp_path: P
     run = next((out / "runs" / "quickstart-classifier").iterdir())
     assert (run / "export" / "model.safetensors").is_file()
     assert (run / "eval" / "held-out" / "metrics.json").is_file()
+    # every job (a stage, or a part of one) ran in a worker process, with its own output
+    assert {log.name for log in (out / LOGS).iterdir()} == {f"{job}.log" for job in COSTS}
+    assert {job for job in COSTS} >= set(STAGES) - set(RESULTS)
+    assert "jobs ran in 2 processes" in markdown
     check_summary_against_report(json.loads((out / SUMMARY_FILE).read_text()), markdown)
 
 
@@ -66,8 +85,14 @@ def check_summary_against_report(summary: dict, markdown: str) -> None:
     assert set(summary["seconds"]) == {*STAGES, "total"}
     assert set(STAGES) == {"synth", "train", "evaluate", "semantic", "autoencoder", "latent", "probing"}
     assert set(summary) == {"seconds", "classifier", "semantic", "autoencoder", "latent", "probing"}
-    assert summary["seconds"]["total"] >= sum(v for k, v in summary["seconds"].items() if k != "total") - 1.0
+    # stages overlap in time: the whole run lasts at least as long as its longest stage, and no longer than all of
+    # them one after the other (plus the report)
+    stages = [v for k, v in summary["seconds"].items() if k != "total"]
+    assert max(stages) - 0.1 <= summary["seconds"]["total"]
     assert f"total: {summary['seconds']['total']:.1f} s" in markdown
+    for stage, seconds in summary["seconds"].items():  # every stage's time is in the report
+        if stage != "total":
+            assert f"{stage} ({STAGES[stage]}): {seconds:.1f} s" in markdown, stage
     rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
     classifier = summary["classifier"]
     assert f"| accuracy | {classifier['valid_accuracy']:.4f} | {classifier['heldout_accuracy']:.4f} |" in markdown
@@ -78,6 +103,10 @@ def check_summary_against_report(summary: dict, markdown: str) -> None:
         held_row = f"| quickstart-{name} | data-test | external | {figures['heldout']['ranking_score']:.4f} |"
         assert valid_row in markdown and held_row in markdown
         assert figures["resolved"]["ranking"] in markdown
+    assert {"macro_rdm_correlation", "heldout"} <= set(summary["semantic"]["cae"])
+    cae = summary["semantic"]["cae"]["macro_rdm_correlation"]
+    cae_row = next(line for line in markdown.splitlines() if line.startswith("| quickstart-cae | validation | valid |"))
+    assert cae is None or f"| {cae:.4f} |" in cae_row
     ae = summary["autoencoder"]
     assert f"| accuracy_reconstruction | {ae['accuracy_reconstruction_before']:.4f} | {ae['accuracy_reconstruction_after']:.4f} |" in markdown
     assert f"| snr_db | {ae['snr_db_before']:.4f} | {ae['snr_db_after']:.4f} |" in markdown
@@ -130,3 +159,55 @@ def test_fine_tuning_through_the_robust_classifier_raises_its_accuracy_on_recons
     assert summary.snr_db_before > 0.0
     assert summary.accuracy_reconstruction_before >= 0.25
     assert summary.accuracy_reconstruction_after >= summary.accuracy_reconstruction_before + 0.10
+
+
+def test_stages_start_once_what_they_need_has_ended_and_run_side_by_side(tmp_path: Path) -> None:
+    """Two workers: a stage gets its needs' results and starts after they end; independent stages overlap."""
+    stages = [StageSpec("a", "add", (), operator.add, lambda r: (1, 2)),
+              StageSpec("b", "wait", (), time.sleep, lambda r: (1.0,), cost=5.0),
+              StageSpec("c", "multiply", ("a",), operator.mul, lambda r: (r["a"], 10))]
+    assert [s.key for s in critical_order(stages)] == ["b", "a", "c"]  # b's chain: 5; a's: 1 + c's 1
+    runs = run_stages(stages, 2, tmp_path / "logs", ["a", "b", "c"])
+    assert runs["a"].result == 3 and runs["c"].result == 30 and runs["b"].result is None
+    assert runs["c"].started >= runs["a"].started + runs["a"].seconds
+    assert runs["a"].started < runs["b"].started + runs["b"].seconds  # a ran while b slept
+    assert all(run.threads == max(1, cores() // 2) for run in runs.values())  # two stages at a time share the cores
+    assert {p.name for p in (tmp_path / "logs").iterdir()} == {"a.log", "b.log", "c.log"}
+    serial = run_stages(stages, 1, tmp_path / "serial", ["a", "b", "c"])
+    assert serial["c"].result == 30 and serial["c"].started >= serial["a"].started + serial["a"].seconds
+    assert not (tmp_path / "serial").exists()  # one after the other, here: the output stays on the console
+
+
+def test_a_failed_stage_names_itself_and_its_log(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The stage's own exception comes back; the console names the stage and its log, which holds the traceback;
+    the stage that needed it never starts."""
+    stages = [StageSpec("root", "the square root of -1", (), math.sqrt, lambda r: (-1.0,)),
+              StageSpec("after", "after the root", ("root",), operator.neg, lambda r: (r["root"],))]
+    with pytest.raises(ValueError, match="math domain error"):
+        run_stages(stages, 2, tmp_path / "logs", ["root", "after"])
+    err = capfd.readouterr().err
+    assert "stage 'root' failed: the square root of -1: ValueError: math domain error" in err
+    assert str(tmp_path / "logs" / "root.log") in err
+    assert "ValueError: math domain error" in (tmp_path / "logs" / "root.log").read_text()
+    assert not (tmp_path / "logs" / "after.log").exists()
+
+
+def test_the_plan_finds_a_shorter_schedule_than_the_longest_chain_first() -> None:
+    """Five independent jobs of 3, 3, 2, 2 and 2 s on two workers: the longest first ends at 7 s (3+2+2 beside
+    3+2); the plan starts a 3 and a 2 together and ends at 6 s, the work split evenly."""
+    stages = [StageSpec(key, key, (), operator.neg, lambda r: (1,), cost=cost)
+              for key, cost in (("a", 3.0), ("b", 3.0), ("c", 2.0), ("d", 2.0), ("e", 2.0))]
+
+    def makespan(order: list[StageSpec]) -> float:
+        running, waiting, now = [], [s.key for s in order], 0.0
+        cost = {s.key: s.cost for s in stages}
+        while waiting or running:
+            while waiting and len(running) < 2:
+                key = waiting.pop(0)
+                running = sorted([*running, now + cost[key]])
+            now, running = running[0], running[1:]
+        return now
+
+    assert makespan(critical_order(stages)) == 7.0
+    assert makespan(planned_order(stages, 2)) == 6.0
+    assert [s.key for s in planned_order(stages, 1)] == ["a", "b", "c", "d", "e"]

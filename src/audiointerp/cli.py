@@ -281,7 +281,7 @@ def _listen(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from audiointerp.quickstart import run_quickstart
 
-    run_quickstart(Path(args.out), overrides=args.overrides, tracking=args.tracking)
+    run_quickstart(Path(args.out), overrides=args.overrides, tracking=args.tracking, workers=args.workers)
     return 0
 
 
@@ -496,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="the main job: synthesize data, train, evaluate, export, report")
     p.add_argument("--out", default="runs/quickstart", help="folder of the quickstart's data, runs and report")
+    p.add_argument("--workers", type=int, default=2, help="stages run side by side in this many processes (1: in turn)")
     p.add_argument("--tracking", default="wandb", choices=("wandb", "none"), help="W&B (offline unless logged in) or none")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the classifier stage's config")
     p.set_defaults(func=_quickstart)

@@ -8,7 +8,6 @@ perf.jsonl (no training); the smoke run takes about 30 s on 2 idle cores.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import benchmark_module
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu.py"
 
@@ -30,21 +31,8 @@ BLOCKED = ("import runpy, sys; sys.modules['gensim'] = None; sys.modules['wandb'
 
 
 def gpu_module() -> ModuleType:
-    """benchmarks/gpu.py as a module (the benchmarks are no package; `common` is imported from their folder)."""
-    name = "audiointerp_benchmark_gpu"
-    if name not in sys.modules:
-        if str(SCRIPT.parent) not in sys.path:
-            sys.path.insert(0, str(SCRIPT.parent))
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
+    """benchmarks/gpu.py as a module."""
+    return benchmark_module("gpu")
 
 
 def window(step: int, seconds_per_update: float, wait: float, examples_per_second: float) -> dict[str, Any]:

@@ -7,31 +7,23 @@ script as its own process with the default fork launcher, one divergence trial (
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+from tests.conftest import benchmark_module
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "faults.py"
 
 
-def _faults_module():
-    """benchmarks/faults.py as a module (the benchmarks are no package); registered first, as dataclasses need."""
-    name = "audiointerp_benchmark_faults"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
+def _faults_module() -> ModuleType:
+    """benchmarks/faults.py as a module."""
+    return benchmark_module("faults")
 
 
 def _check(results: dict, fault: str, repeats: int) -> None:

@@ -21,6 +21,7 @@ from audiointerp.quickstart.stages import (
     LATENT_SEED,
     MANIPULATION_RADIUS,
     MANIPULATION_VALLEY,
+    PROBE_SOUNDS,
     PROBING_BOOTSTRAP,
     PROBING_SOUNDS,
     STAGES,
@@ -132,10 +133,32 @@ def _write_pages(out: Path, results: QuickstartResults, total_seconds: float) ->
     export = report.section("Export", f"{run_dir / 'export'}: model.safetensors, config.yaml, labels.txt, "
                             "metrics.json and manifest.json (sha256 of every file). Load it with "
                             "audiointerp.load_export(path).")
-    export.bullets += [f"{stage} ({STAGES.get(stage, stage)}): {seconds:.1f} s" for stage, seconds in results.timings.items()]
+    export.bullets += _timing_bullets(results)
     export.bullets.append(f"total: {total_seconds:.1f} s")
     _, page = report.write()
     return page
+
+
+def _timing_bullets(results: QuickstartResults) -> list[str]:
+    """How the stages ran, then one line per stage in the order they started: its seconds (a stage run as several
+    jobs: theirs added up, each listed) and, where known, when it started and ended (seconds after the run's start)
+    and its CPU seconds."""
+    order = sorted(results.timings, key=lambda stage: results.started.get(stage, 0.0))
+    lines = [f"jobs ran in {results.workers} processes, each starting once the jobs it needs had ended: stage times "
+             "overlap, and the total is the wall time from start to report" if results.workers > 1
+             else "stages ran one after the other in one process"]
+    for stage in order:
+        seconds = results.timings[stage]
+        notes = []
+        if stage in results.parts:
+            notes.append(", ".join(f"{job} {length:.0f} s from {start:.0f} s"
+                                    for job, (start, length) in results.parts[stage].items()))
+        elif stage in results.started:
+            notes.append(f"from {results.started[stage]:.0f} s to {results.started[stage] + seconds:.0f} s")
+        if stage in results.cpu_seconds:
+            notes.append(f"{results.cpu_seconds[stage]:.0f} CPU s")
+        lines.append(f"{stage} ({STAGES.get(stage, stage)}): {seconds:.1f} s" + (f" ({'; '.join(notes)})" if notes else ""))
+    return lines
 
 
 def _example_clips(manifest_path: Path, out: Path) -> list[list[object]]:
@@ -204,15 +227,18 @@ def _semantic_section(report: Report, results: QuickstartResults) -> None:
     resolved, comparison = results.semantic.resolved, results.semantic.comparison
     comparison_dir = results.semantic.comparison_dir
     semantic = report.section(
-        "Semantic labels: semDNN against catDNN",
+        "Semantic labels: semDNN against catDNN and the CAE",
         f"The same narrow VGGish-like network trained on the descriptions' words: semDNN regresses the normalised mean "
         f"of their word vectors ({resolved['semdnn'].get('task.vectors', '?')}; the paper's figures need the pretrained "
         "300-d GoogleNews word2vec) with the angular distance, balanced over Ward clusters of the dictionary; catDNN "
-        "has one sigmoid unit per dictionary word (BCE). Both are scored on whole clips (every 0.96 s example, "
-        "averaged per sound). Ranking score: rank of the true words among the dictionary, 1 = top, 0.5 = chance; "
+        "has one sigmoid unit per dictionary word (BCE); the CAE is the same encoder with a mirrored decoder trained "
+        "to reconstruct its log-mel patches (MSE), without words. All three are scored on whole clips (every 0.96 s "
+        "example, averaged per sound). Ranking score (semDNN and catDNN): rank of the true words among the "
+        "dictionary, 1 = top, 0.5 = chance; "
         f"semDNN by {resolved['semdnn'].get('ranking', '?')}; catDNN by {resolved['catdnn'].get('ranking', '?')}. "
-        "AMCSS: best cosine similarity between each true word and the top-N predicted words. Set: valid is the "
-        "validation fold, external the held-out set synthesized with another seed.")
+        "AMCSS: best cosine similarity between each true word and the top-N predicted words. Macro RDM correlation "
+        "(all three): Spearman correlation of the embedding layer's cosine RDM with the 0/1 RDM of material. Set: "
+        "valid is the validation fold, external the held-out set synthesized with another seed.")
     semantic.tables.append((["model", "data", "set", *SEMANTIC_KEYS],
                             [[row["model"], row["data"], row.get("set", "?"), *(row.get(k, float("nan")) for k in SEMANTIC_KEYS)]
                              for row in comparison]))
@@ -326,8 +352,8 @@ def _probing_section(report: Report, stage: ProbingResult) -> None:
         "Probing: RSA, transfer probes, concepts",
         f"RSA (Bost et al. 2024): cosine RDMs of every layer of the classifier and of semDNN over {PROBING_SOUNDS} of "
         "the latent stage's clips, against the 0/1 ground-truth RDMs of material and of action (Spearman, bootstrap "
-        f"95 % intervals over sounds, {PROBING_BOOTSTRAP} resamples). Probe: L2 logistic regression per classifier "
-        "layer, C by inner cross-validation, trained on tapping and rubbing and tested on whirling and destructing, "
+        f"95 % intervals over sounds, {PROBING_BOOTSTRAP} resamples). Probe: on {PROBE_SOUNDS} of those clips, L2 logistic "
+        "regression per classifier layer, C by inner cross-validation, trained on tapping and rubbing and tested on whirling and destructing, "
         "against a random split of the same sizes (no transfer) and the majority class (chance). Concepts (Zhang, "
         f"Thomaz & Lu 2025): semDNN's output decomposed over the {stage.vocabulary_size} concepts of the shipped "
         "vocabulary that its own dictionary can embed.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -51,20 +51,26 @@ CLASSIFIER_OVERRIDES = (
     "experiment=quickstart-classifier",
     "model.params.widths=[16,32,64,128]",
     "train.epochs=10",
+    "train.eval_every_epochs=2",  # validation (with its figures) every other epoch, and after the last
     "data.batch_size=32",
 )
-# The semantic stage: narrow semDNN and catDNN (same settings but the output) on the descriptions' words.
+# The semantic stage: narrow semDNN and catDNN (same settings but the output) on the descriptions' words, and the CAE
+# (the same encoder with a mirrored decoder, reconstructing its log-mel patches: no words) beside them.
 SEMANTIC_OVERRIDES = (
     "model.params.widths=[16,32,64,128]",
     "model.params.embedding_dim=128",
-    "task.word2vec_dim=50",  # a corpus of ~1,000 short descriptions: small vectors, many epochs
-    "task.word2vec_epochs=200",
-    "task.clusters=50",
-    "train.epochs=8",
+    "train.epochs=6",  # the ranking score levels off after 4 to 6 epochs here
+    "train.eval_every_epochs=2",
     "data.seconds=1.0",
     "optim.warmup_steps=20",
 )
-SEMANTIC_MODELS = ("semdnn", "catdnn")  # the semantic stage's runs, in the comparison's order
+WORD_OVERRIDES = (  # semDNN's and catDNN's words (the CAE has none)
+    "task.word2vec_dim=50",  # a corpus of ~1,000 short descriptions: small vectors, many epochs
+    "task.word2vec_epochs=200",
+    "task.clusters=50",
+)
+SEMANTIC_MODELS = ("semdnn", "catdnn", "cae")  # the semantic stage's runs, in the comparison's order
+WORD_MODELS = ("semdnn", "catdnn")  # those trained on words: ranked, with word vectors
 
 # The autoencoder stage, the thesis' pipeline in kind. (1) A classifier at EfficientAT's 32 kHz (its mel front end,
 # 64 bands; the small CNN body, which reaches ~0.9 here in a few epochs where a narrow mn02 from scratch stays near
@@ -79,6 +85,7 @@ AE_CLASSIFIER_OVERRIDES = (
     "task.noise_prob=0.5",
     "task.noise_snr_db=[5,35]",
     "task.noise_exponent=[-2,0]",
+    "train.eval_every_epochs=2",
     "tracking.group=quickstart-ae",
 )
 AE_CLASSIFIER_EPOCHS = 8
@@ -130,11 +137,13 @@ AE_STEPS = 400
 # The latent stage (Dick et al.): the classifier's layers over a larger set synthesized from another seed, decoded
 # per layer; a flow on the best layer; its material and action blocks moved and the classifier continued.
 LATENT_SEED, LATENT_CLIPS_PER_CLASS = 2, 200
-FLOW_EPOCHS = 100
+FLOW_EPOCHS = 50  # the factor blocks' KNN accuracy is reached within 10-20 epochs; the loss levels off by ~50
 LATENT_FACTORS = ("material", "action")  # decoded per layer, the flow's factor blocks, moved by the manipulation
-# The probing stage: RSA and probes on a random subset of the latent stage's clips.
+# The probing stage: RSA and concepts on a random subset of the latent stage's clips, the probe on a smaller one
+# (its inner cross-validation fits a logistic regression per C and fold on every layer, twice).
 PROBING_SOUNDS, PROBING_BOOTSTRAP = 1200, 200
-LATENT_DECODE_INSTANCES = 1500  # clips decoded per layer (the paper: 3,000; half keeps the stage short)
+PROBE_SOUNDS = 800
+LATENT_DECODE_INSTANCES = 1000  # clips decoded per layer (the paper: 3,000; a third keeps the stage short)
 FLOW_OVERRIDES = (
     "experiment=quickstart-flow",
     "task.loss=supervised",  # LatentAudio's supervised factor loss: class centres on each factor block's first axis
@@ -153,7 +162,7 @@ STAGES = {  # timings' keys in summary.json (beside "total") -> what the report 
     "synth": "synthesize the data sets",
     "train": "train the classifier",
     "evaluate": "evaluate and export it",
-    "semantic": "semantic: train semDNN and catDNN, compare",
+    "semantic": "semantic: train semDNN, catDNN and the CAE, compare",
     "autoencoder": "autoencoder: train the classifier, reconstruct, fine-tune",
     "latent": "latent: extract, decode, flow, manipulate",
     "probing": "probing: RSA, probe, concepts",
@@ -164,10 +173,12 @@ STAGES = {  # timings' keys in summary.json (beside "total") -> what the report 
 
 @dataclass(frozen=True)
 class SynthResult:
-    """Stage `synth`: the training set's manifest (`out/data`) and the held-out set's (`out/data-test`)."""
+    """Stage `synth`: the training set's manifest (`out/data`), the held-out set's (`out/data-test`) and the latent
+    and probing stages' set's (`out/data-analysis`; None when not made here: the latent stage makes it)."""
 
     manifest: Path
     test_manifest: Path
+    analysis_manifest: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -190,9 +201,10 @@ class EvaluationResult:
 
 @dataclass(frozen=True)
 class SemanticResult:
-    """Stage `semantic`: the run folder per model (`semdnn`, `catdnn`), the comparison's rows (one per model and
-    set: `model`, `data`, `set`, `ranking_score`, `amcss@N`...), its folder (`comparison.md` and figures) and each
-    run's `resolved` notes (the word vectors and the ranking's tie rule)."""
+    """Stage `semantic`: the run folder per model (SEMANTIC_MODELS: `semdnn`, `catdnn`, `cae`), the comparison's rows
+    (one per model and set: `model`, `data`, `set`, `macro_rdm_correlation`, and for semDNN and catDNN
+    `ranking_score`, `amcss@N`...), its folder (`comparison.md` and figures) and each run's `resolved` notes (the
+    word vectors and the ranking's tie rule; empty for the CAE)."""
 
     runs: dict[str, Path]
     comparison: list[dict[str, object]]
@@ -207,6 +219,15 @@ class TrainedRun:
     run_dir: Path
     export: Path
     metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    """A part of the autoencoder stage: its run, that run's config and the seconds the part took."""
+
+    run: TrainedRun
+    cfg: DictConfig
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -260,6 +281,18 @@ class LatentResult:
 
 
 @dataclass(frozen=True)
+class SemdnnProbing:
+    """The probing stage's semDNN half (`semdnn_probing_part`): semDNN's activation store over the latent set, its
+    RSA rows, and the concept decomposition (`analyse`'s result) with its settings and the vocabulary's size."""
+
+    store: ActivationStore
+    rsa: list[dict[str, Any]]
+    concepts: dict[str, Any]
+    concept_settings: ConceptSettings
+    vocabulary_size: int
+
+
+@dataclass(frozen=True)
 class ProbingResult:
     """Stage `probing`: the RSA rows (every layer of the classifier and of semDNN against each factor's RDM), the
     transfer probe's rows, the concept decomposition (`analyse`'s result: `rows`, `sounds`, `top`,
@@ -277,8 +310,11 @@ class ProbingResult:
 
 @dataclass(frozen=True)
 class QuickstartResults:
-    """Every stage's result, the seconds each stage took (STAGES' keys, in the order they ran) and the seconds
-    from the start to the end of the last stage: all the report and `summary.json` are written from."""
+    """Every stage's result, the seconds each stage took (STAGES' keys) and the seconds from the start to the end
+    of the last stage: all the report and `summary.json` are written from. Stages may run side by side: `started`
+    gives each one's start (seconds after the run's), `cpu_seconds` the CPU seconds of its process meanwhile,
+    `workers` how many jobs could run at a time (1: one after the other), and `parts`, for a stage run as several
+    jobs, each job's start and seconds (its `timings` are their sum)."""
 
     synth: SynthResult
     classifier: ClassifierResult
@@ -289,6 +325,10 @@ class QuickstartResults:
     probing: ProbingResult
     timings: dict[str, float]
     total_seconds: float
+    started: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    workers: int = 1
+    parts: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
 
 # --- stages ----------------------------------------------------------------------------------------------------
@@ -311,12 +351,15 @@ def synthetic_set(folder: Path, clips_per_class: int, seed: int) -> Path:
     return manifest
 
 
-def synth_stage(out: Path, clips_per_class: int) -> SynthResult:
-    """The training set (`out/data`, `clips_per_class` per class, seed DATA_SEED) and a held-out set
-    (`out/data-test`, a quarter as many and at least 4, seed TEST_SEED)."""
+def synth_stage(out: Path, clips_per_class: int, analysis_clips_per_class: Optional[int] = None) -> SynthResult:
+    """The training set (`out/data`, `clips_per_class` per class, seed DATA_SEED), a held-out set (`out/data-test`,
+    a quarter as many and at least 4, seed TEST_SEED) and, given `analysis_clips_per_class`, the latent and probing
+    stages' set (`out/data-analysis`, seed LATENT_SEED)."""
     manifest = synthetic_set(out / "data", clips_per_class, DATA_SEED)
     test_manifest = synthetic_set(out / "data-test", max(4, clips_per_class // 4), TEST_SEED)
-    return SynthResult(manifest, test_manifest)
+    analysis = (None if analysis_clips_per_class is None
+                else synthetic_set(out / "data-analysis", analysis_clips_per_class, LATENT_SEED))
+    return SynthResult(manifest, test_manifest, analysis)
 
 
 def train_stage(out: Path, manifest: Path, tracking: str, overrides: Sequence[str] = ()) -> ClassifierResult:
@@ -337,14 +380,15 @@ def evaluate_stage(run_dir: Path, test_manifest: Path) -> EvaluationResult:
 
 
 def semantic_stage(out: Path, manifest: Path, test_manifest: Path, tracking: str) -> SemanticResult:
-    """Train semDNN and catDNN (SEMANTIC_OVERRIDES; GloVe 6B vectors when installed, else word2vec trained on the
-    descriptions) on `manifest`, then compare both on their validation fold and on `test_manifest`
-    (`out/semantic-comparison`)."""
+    """Train semDNN and catDNN (SEMANTIC_OVERRIDES and WORD_OVERRIDES; GloVe 6B vectors when installed, else word2vec
+    trained on the descriptions) and the CAE (SEMANTIC_OVERRIDES) on `manifest`, then compare the three on their
+    validation fold and on `test_manifest` (`out/semantic-comparison`)."""
     vectors = "glove-6b-50d" if glove_installed() else "word2vec"
     runs = {}
     for name in SEMANTIC_MODELS:
-        cfg = load_config(name, [*SEMANTIC_OVERRIDES, f"experiment=quickstart-{name}", f"task.vectors={vectors}",
-                                 f"data.source={manifest}", f"output_dir={out / 'runs'}", f"tracking.backend={tracking}",
+        words = [*WORD_OVERRIDES, f"task.vectors={vectors}"] if name in WORD_MODELS else []
+        cfg = load_config(name, [*SEMANTIC_OVERRIDES, *words, f"experiment=quickstart-{name}", f"data.source={manifest}",
+                                 f"output_dir={out / 'runs'}", f"tracking.backend={tracking}",
                                  "tracking.group=quickstart-semantic"])
         runs[name] = Trainer(cfg).fit().run_dir
     comparison_dir = out / "semantic-comparison"
@@ -359,28 +403,59 @@ def autoencoder_stage(out: Path, manifest: Path, tracking: str, mn_epochs: int, 
     """Train the robust 32 kHz classifier (`mn_epochs`) and export it; train the narrow autoencoder to reconstruct
     (`reconstruction_steps` updates; None: RECONSTRUCTION_STEPS scaled by ae_steps / AE_STEPS) and export it; then
     run `ae_finetune` from that export (task.start=esc50) through the frozen classifier with 0 updates ("before")
-    and `ae_steps` updates ("after"). Every run lies under `out/runs`; the metrics are on the validation fold."""
+    and `ae_steps` updates ("after"). Every run lies under `out/runs`; the metrics are on the validation fold. The
+    three parts (`ae_classifier_part`, `ae_reconstruction_part`, `ae_finetune_part`) one after the other; the first
+    two need nothing of each other, so the quickstart may run them side by side."""
+    classifier = ae_classifier_part(out, manifest, tracking, mn_epochs)
+    reconstruction = ae_reconstruction_part(out, manifest, tracking, ae_steps, reconstruction_steps)
+    return ae_finetune_part(out, manifest, tracking, classifier, reconstruction, ae_steps)
+
+
+def _common_overrides(out: Path, manifest: Path, tracking: str) -> list[str]:
+    """The autoencoder stage's data, output folder and tracking overrides."""
+    return [f"data.source={manifest}", f"output_dir={out / 'runs'}", f"tracking.backend={tracking}"]
+
+
+def ae_classifier_part(out: Path, manifest: Path, tracking: str, mn_epochs: int) -> TimedRun:
+    """The autoencoder stage's robust 32 kHz classifier (AE_CLASSIFIER_OVERRIDES, `mn_epochs`), trained and
+    exported (its best checkpoint)."""
+    t0 = time.time()
+    cfg = load_config("classifier", [*AE_CLASSIFIER_OVERRIDES, f"train.epochs={mn_epochs}",
+                                     *_common_overrides(out, manifest, tracking)])
+    run_dir = Trainer(cfg).fit().run_dir
+    export = export_run(run_dir)
+    return TimedRun(TrainedRun(run_dir, export, json.loads((export / "metrics.json").read_text())), cfg, time.time() - t0)
+
+
+def ae_reconstruction_part(out: Path, manifest: Path, tracking: str, ae_steps: int,
+                           reconstruction_steps: Optional[int] = None) -> TimedRun:
+    """The autoencoder stage's narrow autoencoder trained from a random start to reconstruct the clips
+    (`reconstruction_steps` updates; None: RECONSTRUCTION_STEPS scaled by ae_steps / AE_STEPS), exported from its
+    latest checkpoint."""
     if reconstruction_steps is None:
         reconstruction_steps = max(1, round(RECONSTRUCTION_STEPS * ae_steps / AE_STEPS))
-    common = [f"data.source={manifest}", f"output_dir={out / 'runs'}", f"tracking.backend={tracking}"]
-    seconds: dict[str, float] = {}
     t0 = time.time()
-    mn_run = Trainer(load_config("classifier", [*AE_CLASSIFIER_OVERRIDES, f"train.epochs={mn_epochs}", *common])).fit().run_dir
-    mn_export = export_run(mn_run)
-    seconds["classifier"] = time.time() - t0
-    classifier = TrainedRun(mn_run, mn_export, json.loads((mn_export / "metrics.json").read_text()))
-    t0 = time.time()
-    reconstruction_cfg = load_config("reconstruction_esc50", [*AE_OVERRIDES, *RECONSTRUCTION_OVERRIDES,
-                                                              f"train.max_steps={reconstruction_steps}", *common])
-    pretrain = Trainer(reconstruction_cfg).fit()
-    reconstruction = TrainedRun(pretrain.run_dir, export_run(pretrain.run_dir, checkpoint="latest"), pretrain.metrics)
-    seconds["reconstruction"] = time.time() - t0
+    cfg = load_config("reconstruction_esc50", [*AE_OVERRIDES, *RECONSTRUCTION_OVERRIDES,
+                                               f"train.max_steps={reconstruction_steps}",
+                                               *_common_overrides(out, manifest, tracking)])
+    pretrain = Trainer(cfg).fit()
+    run = TrainedRun(pretrain.run_dir, export_run(pretrain.run_dir, checkpoint="latest"), pretrain.metrics)
+    return TimedRun(run, cfg, time.time() - t0)
+
+
+def ae_finetune_part(out: Path, manifest: Path, tracking: str, classifier: TimedRun, reconstruction: TimedRun,
+                     ae_steps: int) -> AutoencoderResult:
+    """Fine-tune the reconstruction part's export (task.start=esc50) through the classifier part's frozen export
+    with 0 updates ("before") and `ae_steps` updates ("after"), both exported from their latest checkpoint; returns
+    the stage's result (the parts' seconds included)."""
+    seconds = {"classifier": classifier.seconds, "reconstruction": reconstruction.seconds}
     finetuned: dict[str, TrainedRun] = {}
     for name, length in (("before", "train.epochs=0"), ("after", f"train.max_steps={ae_steps}")):
         t0 = time.time()
         cfg = load_config("ae_finetune_mn10", [*AE_OVERRIDES, *FINETUNE_OVERRIDES, f"experiment=quickstart-ae-{name}",
-                                               f"task.classifier={mn_export}", f"model.checkpoint={reconstruction.export}",
-                                               length, *common])
+                                               f"task.classifier={classifier.run.export}",
+                                               f"model.checkpoint={reconstruction.run.export}", length,
+                                               *_common_overrides(out, manifest, tracking)])
         run = Trainer(cfg).fit()
         finetuned[name] = TrainedRun(run.run_dir, export_run(run.run_dir, checkpoint="latest"), run.metrics)
         seconds[f"fine-tuning {name}"] = time.time() - t0
@@ -392,10 +467,11 @@ def autoencoder_stage(out: Path, manifest: Path, tracking: str, mn_epochs: int, 
         snr_db_before=float(before["valid/snr_db"]),
         snr_db_after=float(after["valid/snr_db"]),
     )
-    return AutoencoderResult(classifier=classifier, reconstruction=reconstruction, reconstruction_cfg=reconstruction_cfg,
-                             before=finetuned["before"], after=finetuned["after"], ae_cfg=cfg,  # the "after" run's
-                             classes=list(json.loads((mn_run / "metadata.json").read_text())["classes"]),
-                             seconds=seconds, summary=summary)
+    classes = list(json.loads((classifier.run.run_dir / "metadata.json").read_text())["classes"])
+    return AutoencoderResult(classifier=classifier.run, reconstruction=reconstruction.run,
+                             reconstruction_cfg=reconstruction.cfg, before=finetuned["before"], after=finetuned["after"],
+                             ae_cfg=cfg,  # the "after" run's
+                             classes=classes, seconds=seconds, summary=summary)
 
 
 def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_class: int,
@@ -428,36 +504,55 @@ def latent_stage(out: Path, classifier_export: Path, tracking: str, clips_per_cl
                         manipulation=manipulation, folder=folder)
 
 
-def probing_stage(out: Path, latent: LatentResult, semdnn_run: Path, tracking: str) -> ProbingResult:
-    """RSA of the classifier's and semDNN's layers against the material and action RDMs, a material probe that
-    transfers across actions, and the concept decomposition of semDNN's output over the shipped vocabulary, all on
-    the latent stage's clips (semDNN exported and extracted into `out/store-semdnn`)."""
+def semdnn_probing_part(out: Path, manifest: Path, semdnn_run: Path, tracking: str) -> SemdnnProbing:
+    """The probing stage's semDNN half, which needs only the semantic stage and the latent set (`manifest`):
+    export semDNN, extract its layers over `manifest` into `out/store-semdnn`, its RSA rows against the material and
+    action RDMs, and the concept decomposition of its output over the shipped vocabulary (written and tracked
+    under `out/probing/concepts`)."""
     folder = out / "probing"
-    semdnn_export = export_run(semdnn_run)
-    semdnn = ActivationStore(extract(ExtractSettings(model=str(semdnn_export), data=str(latent.manifest),
-                                                     layers=load_export(semdnn_export).network.layer_names(),
-                                                     dtype="float16"), out / "store-semdnn"))
+    export = export_run(semdnn_run)
+    store = ActivationStore(extract(ExtractSettings(model=str(export), data=str(manifest),
+                                                    layers=load_export(export).network.layer_names(),
+                                                    dtype="float16"), out / "store-semdnn"))
+    rows = _rsa_rows(store)
+    vectors, words = run_vectors(export)
+    vocabulary, dictionary = word_vector_dictionary(audio_concepts(), vectors, words)
+    settings = ConceptSettings(layer="output", factor="material", max_sounds=PROBING_SOUNDS)
+    concepts = analyse(store, vocabulary, dictionary, settings)
+    write_concepts(concepts, store, folder / "concepts", settings)
+    track_concepts(concepts, folder / "concepts", "quickstart-concepts", asdict(settings), "material", tracking)
+    return SemdnnProbing(store=store, rsa=rows, concepts=concepts, concept_settings=settings,
+                         vocabulary_size=len(vocabulary))
+
+
+def _rsa_rows(store: ActivationStore) -> list[dict[str, Any]]:
+    """RSA of every layer of `store` against the material and action RDMs over PROBING_SOUNDS of its clips (the
+    same clips for every store of the same set)."""
     targets = ["factor:material", "factor:action"]
+    ids = sound_ids(store)
+    clips = select_sounds(targets, ids, PROBING_SOUNDS)
+    return rsa(store, build_targets(targets, store, clips, [ids[i] for i in clips]), clips,
+               RSASettings(bootstrap=PROBING_BOOTSTRAP))
+
+
+def probing_stage(out: Path, latent: LatentResult, semdnn: Path | SemdnnProbing, tracking: str) -> ProbingResult:
+    """RSA of the classifier's and semDNN's layers against the material and action RDMs, a material probe that
+    transfers across actions (PROBE_SOUNDS of the clips), and the concept decomposition of semDNN's output over the
+    shipped vocabulary, all on the latent stage's clips. `semdnn` is semDNN's run folder, or its half of the stage
+    already computed (`semdnn_probing_part`)."""
+    folder = out / "probing"
+    if not isinstance(semdnn, SemdnnProbing):
+        semdnn = semdnn_probing_part(out, latent.manifest, Path(semdnn), tracking)
+    rows = _rsa_rows(latent.store) + semdnn.rsa
     rsa_settings = RSASettings(bootstrap=PROBING_BOOTSTRAP)
-    rows = []
-    for store in (latent.store, semdnn):
-        ids = sound_ids(store)
-        clips = select_sounds(targets, ids, PROBING_SOUNDS)
-        rows += rsa(store, build_targets(targets, store, clips, [ids[i] for i in clips]), clips, rsa_settings)
     write_rsa(rows, folder / "rsa")
     track_rsa(rows, folder / "rsa", "quickstart-rsa", asdict(rsa_settings), tracking)
     probe_settings = ProbeSettings("material", train_where="action in tapping,rubbing",
-                                   test_where="action in whirling,destructing", max_sounds=PROBING_SOUNDS, cs=5,
+                                   test_where="action in whirling,destructing", max_sounds=PROBE_SOUNDS, cs=5,
                                    inner_folds=3, bootstrap=PROBING_BOOTSTRAP, max_iter=100)
     probe_rows = probe(latent.store, probe_settings)
     title = "material: trained on tapping and rubbing, tested on whirling and destructing"
     write_probe(probe_rows, folder / "probe", title)
     track_probe(probe_rows, folder / "probe", "quickstart-probe", asdict(probe_settings), title, tracking)
-    vectors, words = run_vectors(semdnn_export)
-    vocabulary, dictionary = word_vector_dictionary(audio_concepts(), vectors, words)
-    concept_settings = ConceptSettings(layer="output", factor="material", max_sounds=PROBING_SOUNDS)
-    concepts = analyse(semdnn, vocabulary, dictionary, concept_settings)
-    write_concepts(concepts, semdnn, folder / "concepts", concept_settings)
-    track_concepts(concepts, folder / "concepts", "quickstart-concepts", asdict(concept_settings), "material", tracking)
-    return ProbingResult(rsa=rows, probe=probe_rows, concepts=concepts, concept_settings=concept_settings,
-                         vocabulary_size=len(vocabulary), semdnn_store=semdnn, folder=folder)
+    return ProbingResult(rsa=rows, probe=probe_rows, concepts=semdnn.concepts, concept_settings=semdnn.concept_settings,
+                         vocabulary_size=semdnn.vocabulary_size, semdnn_store=semdnn.store, folder=folder)

@@ -220,6 +220,19 @@ def load_config(
     return cfg
 
 
+def read_yaml_mapping(path: str | Path, what: str, fields: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (a grid or sweep file); a ConfigError naming `what`, the file and the
+    cause when it cannot be read, and naming the expected `fields` when it is not a mapping."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r}: its top level must be a mapping with {fields}")
+    return data
+
+
 def _check_choices(cfg: DictConfig) -> None:
     """Raise `ConfigError` when a key of `CHOICES` holds another word (a missing `???` value is left alone).
 

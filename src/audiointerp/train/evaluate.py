@@ -189,8 +189,12 @@ def compare(
             rows.append({"model": model, "data": dataset,
                          "set": describe_set(task_config(source), data, None)["set"], **result.metrics})
             if "embedding_rdm" in result.arrays and data == datas[0]:
-                rdms[model] = result.arrays["embedding_rdm"]
-                rdm_labels = [str(v) for v in result.arrays["macro_labels"]]
+                labels = [str(v) for v in result.arrays["macro_labels"]]
+                if rdm_labels is not None and labels != rdm_labels:  # side by side only over the same classes
+                    log.warning("%s: its RDM is over %d classes, not the %d of the first run's; left out of rdms.png",
+                                model, len(labels), len(rdm_labels))
+                    continue
+                rdms[model], rdm_labels = result.arrays["embedding_rdm"], labels
     out.mkdir(parents=True, exist_ok=True)
     write_tables(rows, out / "comparison")
     if any("ranking_score" in row for row in rows):

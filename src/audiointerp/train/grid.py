@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import IO, Any, Callable, Optional, Sequence
 
 import torch
-import yaml
 
 from audiointerp.errors import ConfigError, closest
 from audiointerp.train.checkpoint import write_json_atomic
-from audiointerp.train.config import config_path, load_config
+from audiointerp.train.config import config_path, load_config, read_yaml_mapping
 from audiointerp.train.rundir import SUMMARY_FILE
 from audiointerp.train.trainer import Trainer
 
@@ -120,12 +119,7 @@ def read_grid_file(path: str | Path) -> GridSpec:
     `overrides` (list of `key=value` or a mapping of keys to values). Any other field, or a field of the wrong
     shape, is a ConfigError naming it and the file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read grid file {str(path)!r}: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"grid file {str(path)!r}: its top level must be a mapping with {', '.join(GRID_FIELDS)}")
+    data = read_yaml_mapping(path, "grid file", ", ".join(GRID_FIELDS))
     for key in data:
         if key not in GRID_FIELDS:
             raise ConfigError(f"grid file {str(path)!r}: unknown field {key!r}{closest(str(key), GRID_FIELDS)}; "

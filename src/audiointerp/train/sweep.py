@@ -31,7 +31,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from audiointerp.errors import AudioInterpError, ConfigError, closest
-from audiointerp.train.config import load_config, to_yaml
+from audiointerp.train.config import load_config, read_yaml_mapping, to_yaml
 from audiointerp.train.grid import override
 from audiointerp.train.tracking import wandb_logged_in, wandb_mode
 from audiointerp.train.trainer import Trainer
@@ -61,14 +61,7 @@ class SweepPlan:
 
 def read_sweep_file(path: str | Path) -> dict[str, Any]:
     """A sweep YAML file's mapping; a ConfigError naming the file when it cannot be read or is not a mapping."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read sweep file {str(path)!r}: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"sweep file {str(path)!r}: its top level must be a mapping with method, metric and parameters")
-    return data
+    return read_yaml_mapping(path, "sweep file", "method, metric and parameters")
 
 
 def parameter_values(name: str, spec: Any) -> list[Any]:
