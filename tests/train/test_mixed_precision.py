@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from torch import nn
 
 from audiointerp.train.config import load_config
@@ -91,8 +90,6 @@ def run(name: str, precision: str, request: pytest.FixtureRequest, tmp_path: Pat
         core.step = recorded_step
         return loop
 
-    AcceleratorState._reset_state(reset_partial_state=True)  # Accelerate keeps one precision per process
-    GradientState._reset_state()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Trainer, "_setup", setup)
         result = Trainer(cfg).fit()

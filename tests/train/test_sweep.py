@@ -107,6 +107,7 @@ def fake_agent(parameters: list[dict[str, Any]], tmp_path: Path, monkeypatch: py
     by WANDB_SWEEP_PARAM_PATH, WANDB_SWEEP_ID and WANDB_RUN_ID set, the function called, its error recorded."""
     import itertools
 
+    import wandb
     from wandb.sdk.lib import config_util
 
     numbers = itertools.count()  # trial ids go on across calls, as a sweep's run ids do
@@ -127,6 +128,7 @@ def fake_agent(parameters: list[dict[str, Any]], tmp_path: Path, monkeypatch: py
             except Exception:  # noqa: BLE001 - W&B's agent marks the trial failed and goes on
                 pass
             finally:
+                wandb.teardown()  # as W&B's agent does after each job: the next one starts a fresh W&B session
                 for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", S.PARAM_PATH_ENV):
                     monkeypatch.delenv(name)
 

@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -107,8 +108,26 @@ def resolved_comment(resolved: dict[str, str]) -> str:
 def use_cpu(cfg: DictConfig) -> bool:
     """CPU when asked, or when launched on several processes (torchrun / accelerate launch) without CUDA:
     Accelerate then runs DDP over gloo, as it does for multi-CPU training."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.environ.get("LOCAL_RANK") is not None
-    return bool(cfg.train.cpu) or (launched and not torch.cuda.is_available())
+    return bool(cfg.train.cpu) or (launched() and not torch.cuda.is_available())
+
+
+def launched() -> bool:
+    """Whether this process is one of a multi-process launch (torchrun / accelerate launch)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.environ.get("LOCAL_RANK") is not None
+
+
+def reset_accelerate_state(cfg: DictConfig) -> None:
+    """Let a run set its own precision and device in a process that ran another (an in-process grid over
+    `train.mixed_precision`, the GPU benchmark, tests): Accelerate keeps one state per process and refuses a
+    second `Accelerator` with another `mixed_precision` or `cpu`. Outside a multi-process launch the state is
+    reset when it differs; inside one it is never touched (it holds the process group)."""
+    if launched() or not AcceleratorState._shared_state:
+        return
+    state = AcceleratorState()
+    wants_cpu = use_cpu(cfg) or not torch.cuda.is_available()
+    if str(state.mixed_precision) != str(cfg.train.mixed_precision) or (state.device.type == "cpu") != wants_cpu:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
 
 
 def make_accelerator(cfg: DictConfig, project_dir: Optional[Path] = None) -> Accelerator:
@@ -385,6 +404,7 @@ class Trainer:
     def _fit(self) -> TrainResult:
         cfg = self.cfg
         check_mixed_precision(cfg)
+        reset_accelerate_state(cfg)
         plan = self._plan()
         accelerator = make_accelerator(cfg, plan.run_dir)
         is_main = accelerator.is_main_process
