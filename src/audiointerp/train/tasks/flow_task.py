@@ -268,9 +268,9 @@ class FlowTask(Task):
         train_pairs = pair_type(x_train, codes[train], seed, task.pairs_per_epoch)
         valid_pairs = pair_type(x_valid, codes[valid], seed + 1)
         estimate_pairs = FactorPairs(x_train, codes[train], seed)  # iin's estimate needs pairs sharing one factor
-        pairs = [estimate_pairs.pair(i) for i in range(min(len(estimate_pairs), 4096))]
-        a, b, shared = (torch.tensor(column) for column in zip(*pairs))
-        estimate = estimate_factor_dims(x_train[a], x_train[b], shared + 1, len(task.factors))
+        a, b, shared = estimate_pairs.draw(np.arange(min(len(estimate_pairs), 4096)))  # the pairs of items 0..4095
+        a, b, factor = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(shared.argmax(1))
+        estimate = estimate_factor_dims(x_train[a], x_train[b], factor + 1, len(task.factors))
         log.info("estimated factor dimensions [residual, %s]: %s (configured: %s)", ", ".join(task.factors), estimate,
                  list(task.factor_dims))
         self.estimated_dims = dict(zip(["residual", *task.factors], estimate))
