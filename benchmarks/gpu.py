@@ -390,6 +390,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--ddp", choices=("auto", "never"), default="auto", help=f"auto: {DDP_CONFIG} on 2 processes with 2+ GPUs")
     parser.add_argument("--ddp-timeout", type=float, default=240.0, help="seconds the 2-process launch may take")
     parser.add_argument("--smoke", action="store_true", help="tiny data and models, a few updates: for tests, runs on a CPU")
+    parser.add_argument("--override", action="append", default=[], metavar="[CONFIG:]KEY=VALUE",
+                        help="a config override for every fit, or for CONFIG's fits only (repeatable), e.g. "
+                             "train.compile=true or flow:data.num_workers=1; recorded in the JSON")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)  # one process of the DDP launch
     args = parser.parse_args(argv)
     base = SMOKE_SIZES if args.smoke else FULL_SIZES
@@ -440,6 +443,20 @@ def epoch_manifest(root: Path, out: Path, examples: int) -> Path:
     return out
 
 
+def user_overrides(name: str, given: list[str]) -> list[str]:
+    """The `--override` values that apply to config `name`: `KEY=VALUE` for every config, `CONFIG:KEY=VALUE` for
+    that config only."""
+    chosen = []
+    for item in given:
+        head, _, rest = item.partition("=")
+        config, colon, key = head.partition(":")
+        if not colon:
+            chosen.append(item)
+        elif config == name:
+            chosen.append(f"{key}={rest}")
+    return chosen
+
+
 def config_overrides(name: str, precision: str, args: argparse.Namespace, work: Path, sources: dict[str, str],
                      processes: int, tag: str) -> list[str]:
     """Every override of one fit: `base_overrides`, its data, and an epoch of exactly `--warmup` updates, so that
@@ -448,6 +465,7 @@ def config_overrides(name: str, precision: str, args: argparse.Namespace, work: 
     read a manifest of `--warmup` x batch training clips of the generated tree; the flow draws that many pairs."""
     overrides = base_overrides(name, precision, args.sizes, args.smoke, work / "runs" / tag, work / "cache")
     overrides.append(f"train.epochs={math.ceil(args.sizes.steps / args.sizes.warmup)}")
+    overrides += user_overrides(name, args.override)
     probe = load_config(name, [*overrides, "data.source=unused", *([f"task.layer={STORE_LAYER}"] if name == "flow" else [])])
     epoch = examples_per_update(probe, processes) * args.sizes.warmup
     if name == "flow":
@@ -462,7 +480,8 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     ddp = args.ddp == "auto" and gpus >= DDP_PROCESSES and DDP_CONFIG in args.config_list
     results: dict[str, Any] = {"benchmark": "gpu", "smoke": args.smoke, "sizes": asdict(args.sizes),
-                               "configs": args.config_list, "precisions": args.precision_list, "results": [], "ddp": None}
+                               "configs": args.config_list, "precisions": args.precision_list, "overrides": args.override,
+                               "results": [], "ddp": None}
     rows: list[FitResult] = []
 
     def save() -> None:

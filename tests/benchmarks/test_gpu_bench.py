@@ -66,7 +66,7 @@ def test_smoke_run_on_the_cpu_writes_every_figure(tmp_path: Path) -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", BLOCKED, "--smoke", "--configs", "esc50_mn10,flow", "--precisions", "no,bf16",
-                           "--out", str(out), "--work-dir", str(tmp_path / "work")],
+                           "--override", "flow:data.num_workers=1", "--out", str(out), "--work-dir", str(tmp_path / "work")],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     results = json.loads(out.read_text())
@@ -82,10 +82,19 @@ def test_smoke_run_on_the_cpu_writes_every_figure(tmp_path: Path) -> None:
         assert row["examples_per_second"] == pytest.approx(row["examples_per_update"] / row["seconds_per_update"])
         assert row["peak_gpu_memory_mib"] is None  # no CUDA here
         assert len(row["windows"]) == 2
-    assert results["ddp"] is None
+    assert results["ddp"] is None and results["overrides"] == ["flow:data.num_workers=1"]
+    assert rows[("flow", "no")]["num_workers"] == 1 and rows[("esc50_mn10", "no")]["num_workers"] == 0
     assert results["environment"]["device"] == "cpu"
     imported = set(results["imported_third_party"])
     assert not imported & {"wandb", "gensim"}, sorted(imported)
     assert {"torch", "accelerate", "omegaconf", "soundfile", "h5py"} <= imported
     table = done.stdout[done.stdout.index("config "):]
     assert "esc50_mn10" in table and "flow (pairs)" in table and "bf16/fp32" in table
+
+
+def test_overrides_apply_to_every_config_or_to_the_one_they_name() -> None:
+    pick = gpu_module().user_overrides
+    given = ["train.compile=true", "flow:data.num_workers=1", "esc50_mn10:data.batch_size=8", "a:b=c=d"]
+    assert pick("flow", given) == ["train.compile=true", "data.num_workers=1"]
+    assert pick("esc50_mn10", given) == ["train.compile=true", "data.batch_size=8"]
+    assert pick("a", given) == ["train.compile=true", "b=c=d"]
