@@ -351,6 +351,13 @@ def lock_files(runs: Path) -> tuple[list[str], list[str]]:
     return [str(p) for p in found if p not in stale], [str(p) for p in stale]
 
 
+def lock_problems(runs: Path) -> list[str]:
+    """The `lock_files` left under `runs`, as problems of a trial."""
+    locks, stale = lock_files(runs)
+    return ([f"lock files left: {locks}"] if locks else []) + (
+        [f"stale locks of unfinished runs left: {stale}"] if stale else [])
+
+
 # --- the faults ------------------------------------------------------------------------------------------------
 @dataclass
 class Trial:
@@ -372,6 +379,14 @@ class Faults:
 
     def start(self, args: Sequence[str], log: Path) -> Proc:
         return Proc(args, log, self.launcher, self.workdir)
+
+    def rerun(self, args: Sequence[str], log: Path, result: Trial) -> Optional[Proc]:
+        """Run the same command again after a fault; None (and a problem recorded) when it does not exit 0."""
+        again = self.start(args, log)
+        if again.wait() != 0:
+            result.problems.append(f"the rerun exited {again.returncode}: {again.output[-2000:]}")
+            return None
+        return again
 
     def train_args(self, trial: Path, *extra: str) -> list[str]:
         return ["train", "classifier", *TINY, f"data.source={self.data}", f"output_dir={trial / 'runs'}",
@@ -470,9 +485,8 @@ class Faults:
         for run in runs:
             result.problems += [f"after the kill: {run.name}/{p}" for p in checkpoint_problems(run, ref)]
         if not any((r / "summary.json").exists() for r in runs):
-            again = self.start(self.train_args(trial), trial / "resumed.log")
-            if again.wait() != 0:
-                result.problems.append(f"the rerun exited {again.returncode}: {again.output[-2000:]}")
+            again = self.rerun(self.train_args(trial), trial / "resumed.log", result)
+            if again is None:
                 return result
             result.notes["resumed_from"] = re.findall(r"resumed from (\S+)", again.output)
         finished = [r for r in run_folders(trial / "runs") if (r / "summary.json").exists()]
@@ -488,11 +502,7 @@ class Faults:
             diff, worst = compare_run(run, ref)
             result.problems += diff
             result.notes["max_weight_diff"] = worst
-        locks, stale = lock_files(trial / "runs")
-        if locks:
-            result.problems.append(f"lock files left: {locks}")
-        if stale:
-            result.problems.append(f"stale locks of unfinished runs left: {stale}")
+        result.problems += lock_problems(trial / "runs")
         return result
 
     # extract_kill --------------------------------------------------------------------------------------------
@@ -544,9 +554,7 @@ class Faults:
                                       "message": detail if isinstance(detail, str) else None}
         if state_after == "error" or state_after == "refused: other":
             result.problems.append(f"after the kill the store fails to open without the project's error: {detail}")
-        again = self.start(self.extract_args(out), trial / "resumed.log")
-        if again.wait() != 0:
-            result.problems.append(f"the rerun exited {again.returncode}: {again.output[-2000:]}")
+        if self.rerun(self.extract_args(out), trial / "resumed.log", result) is None:
             return result
         state_after, store = self.open_store(out)
         if state_after != "complete":
@@ -606,9 +614,7 @@ class Faults:
         temps = [n for n in names(trial) if n.startswith(".export-")]
         if temps:
             result.notes["temp_folders_left"] = temps
-        again = self.start(args, trial / "rerun.log")
-        if again.wait() != 0:
-            result.problems.append(f"the rerun exited {again.returncode}: {again.output[-2000:]}")
+        if self.rerun(args, trial / "rerun.log", result) is None:
             return result
         state, message = self.verify(out)
         if state != "complete":
@@ -729,11 +735,7 @@ class Faults:
                 result.problems += [f"{run.name}: {p}" for p in compare_run(run, self.ref)[0]]
                 setups = (run / "events.log").read_text().count(": task classifier, model")
                 result.notes.setdefault("setups_per_run", {})[run.name] = setups
-        locks, stale = lock_files(trial / "runs")
-        if locks:
-            result.problems.append(f"lock files left: {locks}")
-        if stale:
-            result.problems.append(f"stale locks of unfinished runs left: {stale}")
+        result.problems += lock_problems(trial / "runs")
         return result
 
 

@@ -203,14 +203,6 @@ def examples_per_update(cfg: DictConfig, processes: int) -> int:
     return int(cfg.data.batch_size) * int(cfg.train.gradient_accumulation_steps) * processes
 
 
-def reset_accelerate() -> None:
-    """Forget Accelerate's process-wide state, so that the next fit may choose another mixed precision."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The records of a JSON-lines file (none when it does not exist)."""
     if not path.is_file():
@@ -259,8 +251,7 @@ def run_fit(name: str, precision: str, overrides: list[str], warmup: int, proces
         cfg = load_config(name, overrides)
         result.batch_size, result.num_workers = int(cfg.data.batch_size), int(cfg.data.num_workers)
         result.examples_per_update = examples_per_update(cfg, processes)
-        reset_accelerate()
-        gc.collect()
+        gc.collect()  # the Trainer resets Accelerate's state itself when this fit's precision differs
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -281,7 +272,6 @@ def run_fit(name: str, precision: str, overrides: list[str], warmup: int, proces
         result.fit_seconds = time.perf_counter() - started
         traceback.print_exc()
     finally:
-        reset_accelerate()
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
