@@ -1,7 +1,7 @@
 """GPU benchmark: training throughput of the shipped recipes, float32 against bf16, on random weights and generated data.
 
 For each config of `--configs` (default: esc50_mn10, esc50_dymn10, esc50_passt, ae_finetune_mn10 at the full AT-v1
-size, and flow) and each precision of `--precisions` (`train.mixed_precision`: no = float32, bf16), the project's
+size, and flow) and each precision of `--precisions` (`train.mixed_precision`: no = float32, bf16, fp16 with a gradient scaler on a GPU), the project's
 own `Trainer(cfg).fit()` runs in this process for `--steps` optimizer updates with the config's batch size and
 `data.num_workers`, `tracking.backend=none` and random weights (no `model.checkpoint`; the autoencoder starts at
 `task.start=random` and its frozen mn10 classifier is random too). Nothing is downloaded (`AUDIOINTERP_OFFLINE=1`,
@@ -19,7 +19,8 @@ read after the window's device synchronisation): seconds per update, the share o
 spent waiting for the next batch, and clips (pairs, for the flow) per second, over the windows after the first
 `--warmup` updates (the workers' start, cuDNN's and the allocator's first calls); and the peak GPU memory
 (`torch.cuda.max_memory_allocated`) over the whole fit, final evaluation included. A fit that fails is one error row; the others
-go on. With 2 or more GPUs visible, esc50_mn10 also runs on 2 processes (`torch.distributed.run`), against 1.
+go on. With 2 or more GPUs visible, esc50_mn10 also runs on 2 processes (`torch.distributed.run`), against 1;
+`--ddp always` runs that path without GPUs too (2 CPU processes over gloo: the test of the path, not a speed).
 
 Prints a side-by-side table and writes `--out` (default benchmarks/results/gpu.json) after every fit.
 
@@ -377,7 +378,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="updates left out of the steady state (default 10; --smoke 1)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON results")
     parser.add_argument("--work-dir", type=Path, default=None, help="data and runs (default: a temporary folder, removed)")
-    parser.add_argument("--ddp", choices=("auto", "never"), default="auto", help=f"auto: {DDP_CONFIG} on 2 processes with 2+ GPUs")
+    parser.add_argument("--ddp", choices=("auto", "always", "never"), default="auto",
+                        help=f"auto: {DDP_CONFIG} also on 2 processes with 2+ GPUs; always: also without (2 CPU processes, gloo)")
     parser.add_argument("--ddp-timeout", type=float, default=240.0, help="seconds the 2-process launch may take")
     parser.add_argument("--smoke", action="store_true", help="tiny data and models, a few updates: for tests, runs on a CPU")
     parser.add_argument("--override", action="append", default=[], metavar="[CONFIG:]KEY=VALUE",
@@ -468,7 +470,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Generate the data, run every fit, print the table; returns the results written to `args.out`."""
     load, started = os.getloadavg(), time.perf_counter()
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    ddp = args.ddp == "auto" and gpus >= DDP_PROCESSES and DDP_CONFIG in args.config_list
+    ddp = (args.ddp == "always" or (args.ddp == "auto" and gpus >= DDP_PROCESSES)) and DDP_CONFIG in args.config_list
     results: dict[str, Any] = {"benchmark": "gpu", "smoke": args.smoke, "sizes": asdict(args.sizes),
                                "configs": args.config_list, "precisions": args.precision_list, "overrides": args.override,
                                "results": [], "ddp": None}

@@ -3,7 +3,8 @@
 The script runs as its own process (Accelerate's state is per process) with gensim and wandb unimportable, as on
 the GPU machine: esc50_mn10 and the flow, float32 and bf16, must each train and write their figures to the JSON,
 and neither module may be imported. The quick tests check how the steady state is read from the trainer's
-perf.jsonl (no training); the smoke run takes about 30 s on 2 idle cores.
+perf.jsonl (no training); the smoke run takes about 30 s on 2 idle cores, the 2-process run (`--ddp always`)
+about 20 s.
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ def gpu_module() -> ModuleType:
     return benchmark_module("gpu")
 
 
+def run_smoke(tmp_path: Path, threads: int, *options: str) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+    """The script at `--smoke` sizes on the CPU with `options`, as its own process (gensim and wandb blocked):
+    the finished process (it must succeed) and the JSON it wrote."""
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", BLOCKED, "--smoke", *options, "--out", str(out),
+                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=ROOT)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    return done, json.loads(out.read_text())
+
+
 def window(step: int, seconds_per_update: float, wait: float, examples_per_second: float) -> dict[str, Any]:
     """A record of the trainer's perf.jsonl."""
     return {"step": step, "epoch": 0.1, "perf/seconds_per_update": seconds_per_update, "perf/data_wait_fraction": wait,
@@ -62,14 +76,8 @@ def test_steady_state_needs_two_windows_after_the_warm_up() -> None:
 
 
 def test_smoke_run_on_the_cpu_writes_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "gpu.json"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", BLOCKED, "--smoke", "--configs", "esc50_mn10,flow", "--precisions", "no,bf16",
-                           "--override", "flow:data.num_workers=1", "--out", str(out), "--work-dir", str(tmp_path / "work")],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    results = json.loads(out.read_text())
+    done, results = run_smoke(tmp_path, 2, "--configs", "esc50_mn10,flow", "--precisions", "no,bf16",
+                              "--override", "flow:data.num_workers=1")
     rows = {(r["config"], r["precision"]): r for r in results["results"]}
     assert sorted(rows) == [("esc50_mn10", "bf16"), ("esc50_mn10", "no"), ("flow", "bf16"), ("flow", "no")]
     for (config, precision), row in rows.items():
@@ -90,6 +98,19 @@ def test_smoke_run_on_the_cpu_writes_every_figure(tmp_path: Path) -> None:
     assert {"torch", "accelerate", "omegaconf", "soundfile", "h5py"} <= imported
     table = done.stdout[done.stdout.index("config "):]
     assert "esc50_mn10" in table and "flow (pairs)" in table and "bf16/fp32" in table
+
+
+def test_the_two_process_path_runs_on_cpu_processes_with_ddp_always(tmp_path: Path) -> None:
+    """`--ddp always`: esc50_mn10 on 2 processes (torch.distributed.run, gloo) as on 2 GPUs; its row counts both
+    processes' clips per update and is compared with the 1-process fit."""
+    done, results = run_smoke(tmp_path, 1, "--configs", "esc50_mn10", "--precisions", "no", "--ddp", "always")
+    ddp, single = results["ddp"], results["results"][0]
+    assert ddp["processes"] == 2 and ddp["result"]["status"] == "ok", ddp
+    assert ddp["result"]["processes"] == 2 and ddp["result"]["updates"] == 3 and ddp["result"]["steady_updates"] == 2
+    assert ddp["result"]["examples_per_update"] == 2 * single["examples_per_update"]  # both processes' batches
+    assert ddp["one_process_clips_per_second"] == single["examples_per_second"]
+    assert ddp["speedup"] == pytest.approx(ddp["result"]["examples_per_second"] / single["examples_per_second"])
+    assert "on 2 processes" in done.stdout
 
 
 def test_overrides_apply_to_every_config_or_to_the_one_they_name() -> None:

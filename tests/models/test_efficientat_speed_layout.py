@@ -1,4 +1,4 @@
-"""The EfficientAT MobileNets' channels_last layout (`channels_last=True`, the default on CPU) computes what the
+"""The EfficientAT MobileNets' channels_last layout (`channels_last=True`, the default on every device) computes what the
 default layout computes, with the same state dict; DyMN's state dict is unchanged too.
 
 Tolerances: in float64 (training mode, batch statistics) outputs and every gradient agree to 1e-10 of their
@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from audiointerp.errors import ConfigError
 from audiointerp.models import build
 from audiointerp.models.efficientat import MobileNetAT
 
@@ -51,10 +52,30 @@ def test_channels_last_is_the_default_on_cpu_and_keeps_the_parameters() -> None:
     model.double().float()  # conversions keep the layout and the Parameter objects (an optimizer holds them)
     assert all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels(model))
     assert [id(p) for p in model.parameters()] == before
-    model.to("meta")  # another device than the CPU: the default layout
-    assert all(k.is_contiguous() for k in kernels(model))
-    model.to_empty(device="cpu")
+    model.to("meta")  # another device than the CPU (a GPU on the device machine): channels_last too
     assert all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels(model))
+    cpu_only = build("mn04", num_classes=10, channels_last="cpu")
+    cpu_only.to("meta")  # "cpu": the default layout elsewhere...
+    assert all(k.is_contiguous() for k in kernels(cpu_only))
+    cpu_only.to_empty(device="cpu")  # ...and channels_last again back on the CPU
+    assert all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels(cpu_only))
+
+
+def test_channels_last_always_keeps_the_layout_on_another_device_and_never_not_even_on_the_cpu() -> None:
+    always = build("mn04", num_classes=10)  # True, the default, is "always"
+    assert always.uses_channels_last(torch.device("cuda")) and always.uses_channels_last(torch.device("cpu"))
+    always.to("meta")  # another device than the CPU (a GPU on the device machine): still channels_last
+    assert all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels(always))
+    assert always.to_layout(torch.empty(2, 3, 8, 8, device="meta")).is_contiguous(memory_format=torch.channels_last)
+    cpu_only = build("mn04", num_classes=10, channels_last="cpu")
+    assert cpu_only.uses_channels_last(torch.device("cpu")) and not cpu_only.uses_channels_last(torch.device("cuda"))
+    assert build("mn04", num_classes=10, channels_last=True).layout == "always"
+    never = build("mn04", num_classes=10, channels_last="never")
+    assert not never.uses_channels_last(torch.device("cpu")) and all(k.is_contiguous() for k in kernels(never))
+    with pytest.raises(ConfigError, match="'channels_last' is 'sometimes', expected bool or one of 'cpu', 'always'"):
+        build("mn04", num_classes=10, channels_last="sometimes")  # the registry checks the parameter's type
+    with pytest.raises(ValueError, match="channels_last must be"):
+        MobileNetAT(10, width_mult=0.4, channels_last="sometimes")  # the class itself too
 
 
 @pytest.mark.parametrize("name", ["mn04", "mn10"])

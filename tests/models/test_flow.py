@@ -72,3 +72,51 @@ def test_new_couplings_start_as_the_identity_and_bad_options_are_refused() -> No
         Coupling(6, coupling_mask(6, "halves"), kind="spline")
     with pytest.raises(ValueError, match="checkerboard or halves"):
         coupling_mask(6, "stripes")
+
+
+def test_a_loaded_state_dict_sets_the_masks_indices_and_actnorms_flag() -> None:
+    """Loading replaces the mask buffer and `initialised`: the couplings' indices and ActNorm's cached flag follow
+    it (a fresh ActNorm loading an initialised one does not re-initialise from its first batch, and back)."""
+    source = randomise(Coupling(6, coupling_mask(6, "halves"), hidden=8, depth=2))
+    target = Coupling(6, coupling_mask(6, "halves"), hidden=8, depth=2)
+    target.mask.copy_(~target.mask)  # another mask before loading: the indices must follow the loaded one
+    target._index_halves()
+    target.load_state_dict(source.state_dict())
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(target(x)[0], source(x)[0], rtol=0, atol=0)
+    assert target.kept.tolist() == [0, 1, 2] and target.changed.tolist() == [3, 4, 5]
+    initialised = ActNorm(3).train()
+    initialised(torch.randn(64, 3) * 4 + 2)
+    fresh = ActNorm(3).train()
+    fresh(torch.randn(64, 3))  # initialised and cached...
+    fresh.load_state_dict(initialised.state_dict())  # ...then loaded: its flag is read again, and is True
+    batch = torch.randn(8, 3)
+    torch.testing.assert_close(fresh(batch)[0], initialised(batch)[0], rtol=0, atol=0)
+    blank = ActNorm(3).train()
+    initialised.load_state_dict(blank.state_dict())  # an uninitialised state: the next batch initialises it
+    y, _ = initialised(batch)
+    torch.testing.assert_close(y.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+
+
+def test_a_training_step_has_no_data_dependent_operation() -> None:
+    """The whole flow, forward and backward in training mode, traces as one graph (`fullgraph=True`): no boolean
+    masks (`nonzero`) and no per-step read of ActNorm's flag, each a host-device synchronisation on a GPU and a
+    graph break under `torch.compile`. The compiled step equals the eager one."""
+    torch._dynamo.reset()
+    eager = Flow(8, blocks=2, hidden=16, depth=2, coupling="affine", householder=2).train()
+    compiled = Flow(8, blocks=2, hidden=16, depth=2, coupling="affine", householder=2).train()
+    x = torch.randn(32, 8) * 3 + 1
+    eager(x), compiled(x)  # the first batch initialises ActNorm (one read of its flag, before compiling)
+    compiled.load_state_dict(eager.state_dict())
+    compiled(x)  # reads the loaded flag once
+    step = torch.compile(compiled, fullgraph=True, backend="aot_eager")
+    for batch in (torch.randn(32, 8), torch.randn(32, 8)):
+        z, logdet = step(batch)
+        (z.square().sum() - logdet.sum()).backward()
+        z_ref, logdet_ref = eager(batch)
+        (z_ref.square().sum() - logdet_ref.sum()).backward()
+        torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logdet, logdet_ref, rtol=1e-5, atol=1e-5)
+    for (name, ours), theirs in zip(compiled.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-5, msg=name)
+    torch._dynamo.reset()

@@ -14,30 +14,36 @@ gives the same `state_dict()` keys and shapes as the EfficientAT repository, so 
 
 Channel counts are multiples of 8 (`make_divisible`); BatchNorm uses eps 0.001 and momentum 0.01 in the body.
 
-**Speed (CPU).** Same function and state dict as upstream, computed faster on CPU:
+**Speed.** Same function and state dict as upstream, computed faster:
 
-- channels_last (`channels_last=True`, a builder parameter, the default): while the network is on the CPU its
-  conv kernels are kept channels_last (on another device, or with `channels_last=False`, in the default layout;
-  `.to()` and the like re-lay them, keeping the same `Parameter` objects), and the 4-D input is converted at
-  `block0` (a one-channel input without a copy). Feature maps, hence tapped activations, are channels_last
-  tensors: the same shapes and values, other strides (`.contiguous()` gives the default layout). Outputs and
-  gradients equal the default layout's up to float rounding (tests/models/test_efficientat_speed_layout.py).
+- channels_last (`channels_last`, a builder parameter): the conv kernels are kept channels_last and the 4-D input
+  is converted at `block0` (a one-channel input without a copy). True / "always" (the default) does so on every
+  device, "cpu" on the CPU only (on a GPU the default layout), False / "never" nowhere. `.to()` and the like
+  re-lay the kernels, keeping the same `Parameter` objects. Feature maps, hence tapped activations, are
+  channels_last tensors: the same shapes and values, other strides (`.contiguous()` gives the default layout).
+  Outputs and gradients equal the default layout's up to float rounding (tests/models/test_efficientat_speed_layout.py).
 - the activation after each BatchNorm works in place where autograd allows: ReLU always (its backward needs only
   its output), Hardswish when autograd is off (under autograd torch would clone its input).
 
-Measured with `benchmarks/bench_efficientat.py --upstream` (mn10, batch 8 x [1, 128, 500], training-mode forward
-+ backward, medians of 9 interleaved rounds on a shared, loaded 2-core machine; speed-up = upstream time / ours,
-ratio of medians and median of per-round ratios): 1 torch thread: channels_last on 1.31 (1.29), off 1.01 (1.01);
-2 threads: on 2.19 (1.61), off 1.25 (0.97). A train-step-only run (11 rounds, 1 thread) gave on 1.57 (1.41), off
-1.10 (1.05). channels_last is faster at every size tried (batch 2-32, 100-500 frames, 1 thread: 1.15x-1.7x
-over the default layout), so it is the default.
+CPU, measured with `benchmarks/bench_efficientat.py --upstream` (mn10, batch 8 x [1, 128, 500], training-mode
+forward + backward, medians of 9 interleaved rounds on a shared, loaded 2-core machine; speed-up = upstream time /
+ours, ratio of medians and median of per-round ratios): 1 torch thread: channels_last on 1.31 (1.29), off 1.01
+(1.01); 2 threads: on 2.19 (1.61), off 1.25 (0.97). A train-step-only run (11 rounds, 1 thread) gave on 1.57
+(1.41), off 1.10 (1.05). channels_last is faster at every size tried (batch 2-32, 100-500 frames, 1 thread:
+1.15x-1.7x over the default layout).
+
+GPU, an NVIDIA H200 (`benchmarks/gpu.py`, esc50_mn10 training from epoch 2 on, batch 128 of 5 s clips; the
+default layout against `--override model.params.channels_last=always`, two runs of the latter,
+benchmarks/results/gpu-channels-last.json): float32 1758 -> 3008 / 2530 clips/s (1.44-1.71x), bf16 1634 ->
+2506 / 2738 (1.53-1.68x), fp16 1901 -> 1727 (0.91x; fp16 users may prefer "cpu"). So channels_last is the
+default on every device.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +55,17 @@ from audiointerp.models.taps import Stage, TappedNetwork
 
 HeadType = Literal["mlp", "fully_convolutional", "multihead_attention_pooling"]
 HEAD_TYPES: tuple[str, ...] = ("mlp", "fully_convolutional", "multihead_attention_pooling")
+Layout = Union[bool, Literal["cpu", "always", "never"]]  # where the network computes channels_last (`layout_of`)
+LAYOUTS = {True: "always", False: "never", "cpu": "cpu", "always": "always", "never": "never"}
+
+
+def layout_of(channels_last: Layout) -> str:
+    """`channels_last` as one of "always" (True, the default: channels_last on every device), "cpu" (on the CPU
+    only), "never" (False); anything else is a ValueError naming the choices."""
+    if isinstance(channels_last, bool) or channels_last in LAYOUTS:
+        return LAYOUTS[channels_last]
+    raise ValueError(f"channels_last must be true / 'always', 'cpu' (on the CPU only) or false / 'never', "
+                     f"got {channels_last!r}")
 WIDTHS: dict[str, float] = {"mn01": 0.1, "mn02": 0.2, "mn04": 0.4, "mn05": 0.5, "mn10": 1.0, "mn20": 2.0, "mn30": 3.0, "mn40": 4.0}
 WEIGHTS_HINT = "the EfficientAT GitHub releases page (e.g. mn10_as_mAP_471.pt)"
 
@@ -236,7 +253,7 @@ class MobileNetAT(TappedNetwork):
     head `embedding` (the time-frequency mean of `block16`, [B, 960·w]) and `logits`; the other heads act on the
     feature map, so for them `logits` follows `block16` directly. `forward_with_embedding` returns
     `(logits, embedding)` as the EfficientAT models do. With `channels_last` (the default) it computes in
-    channels_last on CPU (module docstring, "Speed"); the state dict is the same either way.
+    channels_last (module docstring, "Speed"); the state dict is the same either way.
     """
 
     def __init__(
@@ -252,7 +269,7 @@ class MobileNetAT(TappedNetwork):
         strides: Sequence[int] = (2, 2, 2, 2),
         attention_heads: int = 4,
         in_channels: int = 1,
-        channels_last: bool = True,
+        channels_last: Layout = True,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -267,6 +284,7 @@ class MobileNetAT(TappedNetwork):
         self.width_mult = width_mult
         self.head_type = head_type
         self.channels_last = channels_last
+        self.layout = layout_of(channels_last)
 
         def width(channels: int) -> int:
             return make_divisible(channels * width_mult, 8)
@@ -327,8 +345,9 @@ class MobileNetAT(TappedNetwork):
     # --- memory layout ---------------------------------------------------------------------------------------
 
     def uses_channels_last(self, device: torch.device) -> bool:
-        """Whether feature maps on `device` are computed channels_last (`channels_last` and a CPU device)."""
-        return self.channels_last and device.type == "cpu"
+        """Whether feature maps on `device` are computed channels_last: on every device with `channels_last` True /
+        "always" (the default), on a CPU device only with "cpu", never with False / "never"."""
+        return self.layout == "always" or (self.layout == "cpu" and device.type == "cpu")
 
     def _set_layout(self) -> None:
         """Lay out every 4-D parameter (the conv kernels) channels_last where `uses_channels_last`, else in the
@@ -345,7 +364,7 @@ class MobileNetAT(TappedNetwork):
         return self
 
     def to_layout(self, x: torch.Tensor) -> torch.Tensor:
-        """`x` [B, C, F, T] in the layout this network computes in (channels_last on CPU by default); the values
+        """`x` [B, C, F, T] in the layout this network computes in (channels_last by default); the values
         are unchanged, and a one-channel input is not copied."""
         if x.dim() == 4 and self.uses_channels_last(x.device):
             return x.contiguous(memory_format=torch.channels_last)
@@ -399,7 +418,7 @@ def _register_width(name: str, width_mult: float) -> None:
         strides: Sequence[int] = (2, 2, 2, 2),
         attention_heads: int = 4,
         bn_momentum: Optional[float] = None,
-        channels_last: bool = True,
+        channels_last: Layout = True,
     ) -> MobileNetAT:
         network = MobileNetAT(
             num_classes, width_mult=width_mult, head_type=head_type, dropout=dropout, se_dims=se_dims, se_r=se_r,

@@ -11,6 +11,10 @@ Every layer maps x -> (y, log|det dy/dx|) exactly and has an exact inverse:
 `Flow(dim, blocks, ...)` stacks LatentAudio's stages: [shuffle (a fixed permutation), coupling, coupling with the
 complementary mask (LatentAudio's checkerboard swap between its two couplings), ActNorm, Householder].
 `forward(x) -> (z, logdet)`, `inverse(z) -> x`.
+
+Nothing in a training step waits for the device: the couplings select their halves by integer indices (a boolean
+mask would need `nonzero`, a host-device synchronisation per coupling, and a graph break under `torch.compile`),
+and ActNorm reads its `initialised` flag from the device once, not at every step.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ class ActNorm(nn.Module):
         self.shift = nn.Parameter(torch.zeros(dim))
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialised", torch.tensor(False))
+        self.known_initialised = False  # `initialised` was read as True: no more reads (each would synchronise)
+        self.register_load_state_dict_post_hook(ActNorm._forget_initialised)
+
+    @staticmethod
+    def _forget_initialised(module: nn.Module, incompatible_keys: object) -> None:
+        """After loading a state dict: read its `initialised` again at the next training forward."""
+        module.known_initialised = False
 
     @torch.no_grad()
     def _initialise(self, x: torch.Tensor) -> None:
@@ -35,8 +46,10 @@ class ActNorm(nn.Module):
         self.initialised.fill_(True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.training and not bool(self.initialised):
-            self._initialise(x)
+        if self.training and not self.known_initialised:
+            if not bool(self.initialised):
+                self._initialise(x)
+            self.known_initialised = True
         y = (x + self.shift) * self.log_scale.exp()
         return y, self.log_scale.sum().expand(x.shape[0])
 
@@ -62,7 +75,9 @@ class Coupling(nn.Module):
             raise ValueError(f"unknown coupling {kind!r}; choose affine or additive")
         self.kind = kind
         self.register_buffer("mask", mask.clone())
-        n_in, n_out = int(mask.sum()), int((~mask).sum())
+        self._index_halves()
+        self.register_load_state_dict_post_hook(Coupling._reindex)
+        n_in, n_out = len(self.kept), len(self.changed)
         layers: list[nn.Module] = []
         width = n_in
         for _ in range(depth):
@@ -73,6 +88,16 @@ class Coupling(nn.Module):
         nn.init.zeros_(last.bias)
         self.net = nn.Sequential(*layers, last)
 
+    def _index_halves(self) -> None:
+        """`kept` / `changed`: the indices of the mask's conditioning half and of the half it transforms."""
+        self.register_buffer("kept", self.mask.nonzero().squeeze(1), persistent=False)
+        self.register_buffer("changed", (~self.mask).nonzero().squeeze(1), persistent=False)
+
+    @staticmethod
+    def _reindex(module: nn.Module, incompatible_keys: object) -> None:
+        """After loading a state dict: the indices of its mask."""
+        module._index_halves()
+
     def _shift_scale(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(condition)
         if self.kind == "additive":
@@ -81,16 +106,13 @@ class Coupling(nn.Module):
         return shift, torch.tanh(raw)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shift, log_scale = self._shift_scale(x[:, self.mask])
-        y = x.clone()
-        y[:, ~self.mask] = x[:, ~self.mask] * log_scale.exp() + shift
+        shift, log_scale = self._shift_scale(x.index_select(1, self.kept))
+        y = x.index_copy(1, self.changed, x.index_select(1, self.changed) * log_scale.exp() + shift)
         return y, log_scale.sum(-1)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        shift, log_scale = self._shift_scale(y[:, self.mask])
-        x = y.clone()
-        x[:, ~self.mask] = (y[:, ~self.mask] - shift) * torch.exp(-log_scale)
-        return x
+        shift, log_scale = self._shift_scale(y.index_select(1, self.kept))
+        return y.index_copy(1, self.changed, (y.index_select(1, self.changed) - shift) * torch.exp(-log_scale))
 
 
 class Permutation(nn.Module):

@@ -150,6 +150,7 @@ FLOW_OVERRIDES = (
     "task.rho=0.99",  # tight pairs (LatentAudio's mixture script: 0.99); at 0.9 a class spreads over every mode here
     "task.factor_dims=[48,8,8]",  # 8 dimensions per factor: the paper's [62,1,1] holds too little of them here
     "data.batch_size=512",
+    "data.num_workers=0",  # pairs drawn in-process: two stages already share the two CPU cores
     "optim.lr=0.002",
     "train.eval_every_epochs=10",
     "tracking.group=quickstart-latent",
