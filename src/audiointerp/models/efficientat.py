@@ -62,10 +62,12 @@ LAYOUTS = {True: "always", False: "never", "cpu": "cpu", "always": "always", "ne
 def layout_of(channels_last: Layout) -> str:
     """`channels_last` as one of "always" (True, the default: channels_last on every device), "cpu" (on the CPU
     only), "never" (False); anything else is a ValueError naming the choices."""
-    if isinstance(channels_last, bool) or channels_last in LAYOUTS:
+    if isinstance(channels_last, (bool, str)) and channels_last in LAYOUTS:
         return LAYOUTS[channels_last]
     raise ValueError(f"channels_last must be true / 'always', 'cpu' (on the CPU only) or false / 'never', "
                      f"got {channels_last!r}")
+
+
 WIDTHS: dict[str, float] = {"mn01": 0.1, "mn02": 0.2, "mn04": 0.4, "mn05": 0.5, "mn10": 1.0, "mn20": 2.0, "mn30": 3.0, "mn40": 4.0}
 WEIGHTS_HINT = "the EfficientAT GitHub releases page (e.g. mn10_as_mAP_471.pt)"
 
