@@ -20,7 +20,8 @@ spent waiting for the next batch, and clips (pairs, for the flow) per second, ov
 `--warmup` updates (the workers' start, cuDNN's and the allocator's first calls); and the peak GPU memory
 (`torch.cuda.max_memory_allocated`) over the whole fit, final evaluation included. A fit that fails is one error row; the others
 go on. With 2 or more GPUs visible, esc50_mn10 also runs on 2 processes (`torch.distributed.run`), against 1;
-`--ddp always` runs that path without GPUs too (2 CPU processes over gloo: the test of the path, not a speed).
+`--ddp always` runs that path with fewer GPUs too, as 2 CPU processes over gloo (the test of the path, not a speed;
+with 1 GPU its processes see none, and no speed-up is computed against the GPU fit).
 
 Prints a side-by-side table and writes `--out` (default benchmarks/results/gpu.json) after every fit.
 
@@ -293,8 +294,10 @@ def worker(spec_file: Path) -> int:
     return 0 if result.status == "ok" else 1
 
 
-def run_ddp(name: str, precision: str, overrides: list[str], warmup: int, work: Path, timeout: float) -> FitResult:
-    """The fit on `DDP_PROCESSES` processes (`python -m torch.distributed.run --nproc_per_node 2`), as a subprocess."""
+def run_ddp(name: str, precision: str, overrides: list[str], warmup: int, work: Path, timeout: float,
+            on_cpu: bool = False) -> FitResult:
+    """The fit on `DDP_PROCESSES` processes (`python -m torch.distributed.run --nproc_per_node 2`), as a subprocess:
+    one GPU each, or with `on_cpu` (fewer GPUs than processes) CPU processes over gloo, no GPU visible to them."""
     spec = {"config": name, "precision": precision, "overrides": overrides, "warmup": warmup, "processes": DDP_PROCESSES,
             "result": str(work / "ddp-result.json")}
     spec_file = work / "ddp-spec.json"
@@ -303,7 +306,8 @@ def run_ddp(name: str, precision: str, overrides: list[str], warmup: int, work: 
                str(Path(__file__).resolve()), "--worker", str(spec_file)]
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, timeout=timeout, check=False)
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""} if on_cpu else None
+        done = subprocess.run(command, timeout=timeout, check=False, env=env)
         result_file = Path(spec["result"])
         if result_file.is_file():
             return FitResult(**json.loads(result_file.read_text(encoding="utf-8")))
@@ -379,7 +383,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON results")
     parser.add_argument("--work-dir", type=Path, default=None, help="data and runs (default: a temporary folder, removed)")
     parser.add_argument("--ddp", choices=("auto", "always", "never"), default="auto",
-                        help=f"auto: {DDP_CONFIG} also on 2 processes with 2+ GPUs; always: also without (2 CPU processes, gloo)")
+                        help=f"auto: {DDP_CONFIG} also on 2 processes with 2+ GPUs; always: also with fewer (2 CPU processes, gloo)")
     parser.add_argument("--ddp-timeout", type=float, default=240.0, help="seconds the 2-process launch may take")
     parser.add_argument("--smoke", action="store_true", help="tiny data and models, a few updates: for tests, runs on a CPU")
     parser.add_argument("--override", action="append", default=[], metavar="[CONFIG:]KEY=VALUE",
@@ -524,12 +528,15 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         precision = args.precision_list[-1]
         tag = f"{DDP_CONFIG}-{label(precision)}-ddp{DDP_PROCESSES}"
         print(f"\n=== {tag}", flush=True)
+        on_cpu = gpus < DDP_PROCESSES  # --ddp always with fewer GPUs: CPU processes over gloo, never one GPU twice
         ddp_row = run_ddp(DDP_CONFIG, precision, config_overrides(DDP_CONFIG, precision, args, work, sources, DDP_PROCESSES, tag),
-                          args.sizes.warmup, work, args.ddp_timeout)
+                          args.sizes.warmup, work, args.ddp_timeout, on_cpu)
         single = next((r for r in rows if r.config == DDP_CONFIG and r.precision == precision and r.status == "ok"), None)
+        comparable = single is not None and on_cpu == (gpus == 0)  # both fits on the CPU, or both on GPUs
         speedup = (ddp_row.examples_per_second / single.examples_per_second
-                   if ddp_row.examples_per_second and single is not None and single.examples_per_second else None)
-        results["ddp"] = {"config": DDP_CONFIG, "precision": precision, "processes": DDP_PROCESSES, "result": asdict(ddp_row),
+                   if ddp_row.examples_per_second and comparable and single.examples_per_second else None)
+        results["ddp"] = {"config": DDP_CONFIG, "precision": precision, "processes": DDP_PROCESSES,
+                          "devices": "cpu (gloo)" if on_cpu else "cuda", "result": asdict(ddp_row),
                           "one_process_clips_per_second": single.examples_per_second if single else None,
                           "speedup": speedup}
     save()
@@ -539,7 +546,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(table(rows, args.precision_list))
     if results["ddp"] is not None:
         d = results["ddp"]
-        print(f"\n{DDP_CONFIG} {label(d['precision'])} on {DDP_PROCESSES} processes: "
+        print(f"\n{DDP_CONFIG} {label(d['precision'])} on {DDP_PROCESSES} processes ({d['devices']}): "
               f"{number(d['result']['examples_per_second'])} clips/s against {number(d['one_process_clips_per_second'])} "
               f"on 1 ({number(d['speedup'], 2)}x){'; ' + d['result']['error'] if d['result']['error'] else ''}")
     print(f"\nwrote {args.out}")

@@ -110,7 +110,20 @@ def test_the_two_process_path_runs_on_cpu_processes_with_ddp_always(tmp_path: Pa
     assert ddp["result"]["examples_per_update"] == 2 * single["examples_per_update"]  # both processes' batches
     assert ddp["one_process_clips_per_second"] == single["examples_per_second"]
     assert ddp["speedup"] == pytest.approx(ddp["result"]["examples_per_second"] / single["examples_per_second"])
-    assert "on 2 processes" in done.stdout
+    assert ddp["devices"] == "cpu (gloo)" and "on 2 processes (cpu (gloo))" in done.stdout
+
+
+def test_with_fewer_gpus_than_processes_the_launch_sees_no_gpu(tmp_path: Path, monkeypatch) -> None:
+    """`--ddp always` on a 1-GPU machine: both processes would take GPU 0 (NCCL refuses) or ask for a GPU 1 that is
+    not there, so the launch hides the GPUs and runs on the CPU over gloo; with a GPU each it sees them."""
+    gpu = gpu_module()
+    launched: list[Any] = []
+    monkeypatch.setattr(gpu.subprocess, "run", lambda command, **options: launched.append(options)
+                        or subprocess.CompletedProcess(command, 1))
+    for on_cpu in (True, False):
+        row = gpu.run_ddp("esc50_mn10", "no", [], 1, tmp_path, 5.0, on_cpu)
+        assert row.status == "error" and "wrote no result" in row.error
+    assert launched[0]["env"]["CUDA_VISIBLE_DEVICES"] == "" and launched[1]["env"] is None
 
 
 def test_overrides_apply_to_every_config_or_to_the_one_they_name() -> None:

@@ -73,3 +73,22 @@ def test_the_next_epoch_started_before_the_evaluation_gives_the_same_batches(tin
     started_early, started_late = batches(True, "early"), batches(False, "late")
     assert len(started_early) == len(started_late) == 3 * 6  # 96 training clips, batch 16
     assert all(torch.equal(a, b) for a, b in zip(started_early, started_late))
+
+
+def test_a_run_resumes_with_other_workers_to_the_weights_of_one_without(tiny_overrides: list[str]) -> None:
+    """`data.num_workers` and `data.prefetch_factor` may change on resume (e.g. a flow run from before flow.yaml
+    asked for a worker): epoch 1 without workers, epoch 2 resumed with two, ends with the weights and metrics of
+    an uninterrupted run without workers (a flat learning rate, since train.epochs changes too)."""
+    from safetensors.torch import load_file
+
+    from audiointerp.train.trainer import Trainer
+
+    flat = [*tiny_overrides, "optim.scheduler=constant", "optim.warmup_steps=0"]
+    plain = Trainer(load_config("classifier", [*flat, "train.epochs=2", "data.num_workers=0", "run_id=plain"])).fit()
+    Trainer(load_config("classifier", [*flat, "train.epochs=1", "data.num_workers=0", "run_id=resumed"])).fit()
+    resumed = Trainer(load_config("classifier", [*flat, "train.epochs=2", "data.num_workers=2", "data.prefetch_factor=3",
+                                                 "run_id=resumed"])).fit()
+    assert resumed.metrics == plain.metrics
+    ours, theirs = (load_file(str(run.run_dir / "checkpoints" / "step-00000012" / "model.safetensors"))
+                    for run in (resumed, plain))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -39,9 +39,11 @@ from audiointerp.train.checkpoint import INFO_FILE, CheckpointStore
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"  # written when a run finishes
-# Keys that may change between a run and its resumption without making it another experiment.
+# Keys that may change between a run and its resumption without making it another experiment (the loader's
+# workers and prefetching change how batches are made, never which: tests/train/test_loaders.py).
 RESUMABLE_CHANGES = ("run_id", "train.resume", "train.progress", "train.epochs", "train.max_steps",
-                     "train.force_unlock", "train.compile", "train.compile_backend", "tracking")
+                     "train.force_unlock", "train.compile", "train.compile_backend", "data.num_workers",
+                     "data.prefetch_factor", "tracking")
 NO_CHECKPOINT = Path("(no checkpoint)")  # `_unfinished_match`: an unfinished run stopped before its first checkpoint
 LOCKS_DIR = ".locks"  # <output_dir>/.locks/<experiment>/<run_id>.lock
 FORCE_UNLOCK_HINT = "set train.force_unlock=true to take the run over"

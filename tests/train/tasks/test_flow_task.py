@@ -189,3 +189,27 @@ def test_a_batch_of_pairs_is_drawn_at_once_and_equals_the_items_drawn_one_by_one
     assert partners[0] == 0 and partners[1:].min() > 0  # never itself; every other member drawn
     loader = torch.utils.data.DataLoader(pairs, batch_size=500, collate_fn=pairs.collate_fn)
     assert torch.equal(next(iter(loader))["x_b"], batch["x_b"][:500])
+
+
+def test_a_checkpoint_or_export_evaluated_later_fits_the_same_coordinate_axes(small_cnn_store: Path, tmp_path: Path) -> None:
+    """`audiointerp evaluate` of a flow run (its last checkpoint, or its export) does not run `build_data`: the
+    coordinate axes are fitted on the same training clips, read from the run's store, so every metric over the
+    validation clips' codes equals the trainer's own final evaluation. A store with another clip table is refused."""
+    from audiointerp.datasets.store import StoreError
+    from audiointerp.train.evaluate import evaluate
+
+    result = Trainer(flow_config(small_cnn_store, tmp_path / "runs")).fit()
+    export = export_run(result.run_dir)
+    code_metrics = [key for key in result.metrics if "knn_" in key or "chance_" in key]
+    assert "valid/knn_material@material_coordinate" in code_metrics
+    for source, options in ((result.run_dir, {"checkpoint": "last"}), (export, {})):
+        metrics = evaluate(source, out_dir=tmp_path / "eval" / source.name, progress=False, **options).metrics
+        assert {key: metrics[key.removeprefix("valid/")] for key in code_metrics} == {
+            key: result.metrics[key] for key in code_metrics}, source
+    store = ActivationStore(small_cnn_store)
+    shuffled = write_store(tmp_path / "shuffled", {"block3": store.load("block3")[::-1]},
+                           {name: store.column(name)[::-1].tolist() for name in ("label", "fold", "material", "action")})
+    task, _ = load_export_task(export)
+    task.run_metadata = {**task.run_metadata, "store": str(shuffled)}
+    with pytest.raises(StoreError, match="clip table is not the one the flow trained on"):
+        task.coordinate_axes()

@@ -295,20 +295,26 @@ class FlowTask(Task):
         if layer not in store.layers or tuple(store.shape(layer)) != tuple(self.layer_shape):
             raise ConfigError(f"{source} does not hold the flow's layer {layer!r} of shape {tuple(self.layer_shape)} "
                               f"(its layers: {', '.join(store.layers)})")
-        codes = []
-        for factor in self.factors:
-            values, known = store.column(str(factor)), self.factor_values[factor]
-            unknown = sorted(set(values.tolist()) - set(known))
-            if unknown:
-                raise StoreError(f"{source}: {factor} values {unknown} are not among the flow's {known}")
-            codes.append(np.array([known.index(v) for v in values], dtype=np.int64))
+        codes = self._store_codes(store)
         clip_folds = store.column("fold")
         clips = np.flatnonzero(np.isin(clip_folds, [str(f) for f in folds])) if folds else np.arange(len(store))
         if not len(clips):
             raise ConfigError(f"folds {list(folds or [])} select no clips of {source}; its folds: {sorted(set(clip_folds))}")
         x = torch.from_numpy(self._components(store, layer, self.pca, clips))
         pair_type = FactorPairs if str(self.cfg.task.loss) == "pairs" else IndependentPairs
-        return pair_type(x, np.stack(codes, 1)[clips], int(self.cfg.train.seed) + 2)
+        return pair_type(x, codes[clips], int(self.cfg.train.seed) + 2)
+
+    def _store_codes(self, store: ActivationStore) -> np.ndarray:
+        """[clips, factors] codes of a store's clips under the flow's factor values (a value it never saw is a
+        StoreError naming it)."""
+        codes = []
+        for factor in self.factors:
+            values, known = store.column(str(factor)), self.factor_values[factor]
+            unknown = sorted(set(values.tolist()) - set(known))
+            if unknown:
+                raise StoreError(f"{store.folder}: {factor} values {unknown} are not among the flow's {known}")
+            codes.append(np.array([known.index(v) for v in values], dtype=np.int64))
+        return np.stack(codes, 1)
 
     def _components(self, store: ActivationStore, layer: str, pca: InvertiblePCA, clips: np.ndarray,
                     chunk: int = 2048) -> np.ndarray:
@@ -344,6 +350,7 @@ class FlowTask(Task):
         self.factor_values: dict[str, list[str]] = metadata["factor_values"]
         self.layer = str(metadata["layer"])
         self.layer_shape = tuple(metadata["layer_shape"])
+        self.run_metadata = metadata  # the store and training clips, for the coordinate axes without build_data
         self.pca = InvertiblePCA.from_state({key[len(PCA_PREFIX):]: value.numpy() for key, value in (arrays or {}).items()
                                              if key.startswith(PCA_PREFIX)})
         self.flow = Flow(int(task.components), **params)
@@ -426,16 +433,35 @@ class FlowTask(Task):
     def coordinate_axes(self) -> dict[str, np.ndarray]:
         """Each factor's coordinate axis (`factor_axis`), fitted on the codes of up to AXIS_SAMPLE training clips
         under the current flow, never on the clips it is applied to."""
-        x, codes = getattr(self, "axis_sample", (None, None))
-        if x is None:
-            raise ConfigError("the flow's coordinate axes are fitted on its training clips, which this task did not "
-                              "load (build_data was not run)")
-        chosen = np.random.default_rng(int(self.cfg.train.seed)).permutation(len(x))[:AXIS_SAMPLE]
+        x, codes = self.axis_clips()
         parameter = next(self.flow.parameters())
         was_training = self.flow.training
-        z = self.flow.eval()(x[torch.from_numpy(chosen)].to(parameter.device, parameter.dtype))[0].float().cpu().numpy()
+        z = self.flow.eval()(x.to(parameter.device, parameter.dtype))[0].float().cpu().numpy()
         self.flow.train(was_training)
-        return {factor: factor_axis(z[:, self.blocks()[factor]], codes[chosen, f]) for f, factor in enumerate(self.factors)}
+        return {factor: factor_axis(z[:, self.blocks()[factor]], codes[:, f]) for f, factor in enumerate(self.factors)}
+
+    def axis_clips(self) -> tuple[torch.Tensor, np.ndarray]:
+        """Components [n, D] and codes [n, factors] of the (up to AXIS_SAMPLE, seeded) training clips that fit the
+        coordinate axes: from the training data when `build_data` ran, else (a checkpoint or an export evaluated
+        later) the same clips read from the run's store, whose clip table must be the one it trained on."""
+        x, codes = getattr(self, "axis_sample", (None, None))
+        if x is not None:
+            chosen = np.random.default_rng(int(self.cfg.train.seed)).permutation(len(x))[:AXIS_SAMPLE]
+            return x[torch.from_numpy(chosen)], codes[chosen]
+        if getattr(self, "stored_axis_clips", None) is None:
+            meta = getattr(self, "run_metadata", {})
+            train = np.asarray(meta.get("train_indices", []), dtype=np.int64)
+            if "store" not in meta or not len(train):
+                raise ConfigError("the flow's coordinate axes are fitted on its training clips, but neither were they "
+                                  "loaded (build_data) nor does the run's metadata name its store and training clips")
+            store = ActivationStore(str(meta["store"]))
+            if clips_digest(store) != meta.get("store_clips_sha256"):
+                raise StoreError(f"{store.folder}: its clip table is not the one the flow trained on, so its training "
+                                 "clips (which fit the factor coordinates' axes) cannot be found there")
+            clips = train[np.random.default_rng(int(self.cfg.train.seed)).permutation(len(train))[:AXIS_SAMPLE]]
+            self.stored_axis_clips = (torch.from_numpy(self._components(store, self.layer, self.pca, clips)),
+                                      self._store_codes(store)[clips])
+        return self.stored_axis_clips
 
     def coordinate(self, z: np.ndarray, factor: str, axis: np.ndarray) -> np.ndarray:
         """A factor's coordinate: its block projected on `axis` (from `coordinate_axes`; a 1-D block is its own)."""
