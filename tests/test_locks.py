@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from unittest.mock import patch
 
@@ -96,6 +97,29 @@ def test_a_lock_recorded_on_another_host_is_refused_unless_forced(tmp_path: Path
     lock = FileLock(path, "the thing", OVERRIDE).acquire(force=True)
     try:
         assert json.loads(path.read_text())["pid"] == os.getpid()
+    finally:
+        lock.release()
+
+
+def test_a_lock_of_another_host_is_taken_over_once_its_holder_stopped_refreshing_it(tmp_path: Path, caplog) -> None:
+    """`stale_after_s` (the downloads' locks): another host's lock whose file was not refreshed for that long is
+    taken over (its node died); a fresh one is refused as before; `refresh` is the holder's heartbeat."""
+    path = tmp_path / "x.lock"
+    _record(path, "node-that-died", 4242)
+    with pytest.raises(LockHeldError, match="node-that-died"):
+        FileLock(path, "the thing", OVERRIDE, stale_after_s=600).acquire()  # written just now: may be alive
+    old = path.stat().st_mtime - 601
+    os.utime(path, (old, old))
+    with pytest.raises(LockHeldError, match="node-that-died"):
+        FileLock(path, "the thing", OVERRIDE).acquire()  # without stale_after_s: never taken over by age
+    with caplog.at_level(logging.WARNING, logger="audiointerp"):
+        lock = FileLock(path, "the thing", OVERRIDE, stale_after_s=600).acquire()
+    try:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        assert "last refreshed 601 s ago" in caplog.text and "node-that-died" in caplog.text
+        os.utime(path, (old, old))
+        lock.refresh()
+        assert abs(path.stat().st_mtime - time.time()) < 60
     finally:
         lock.release()
 

@@ -15,7 +15,10 @@ Acquiring (`FileLock.acquire`):
   creating and writing it, or one about to flock it, which will then be refused) or this process: taken.
   Same host and its pid no longer running: a stale lock, taken over (logged as a warning). Same host and its pid
   running (but not holding the flock: the pid was probably reused by another program): refused unless `force`.
-  Another host: it cannot be checked from here, so refused unless `force` (then taken over, logged).
+  Another host: it cannot be checked from here, so refused unless `force` (then taken over, logged), or unless
+  the lock was made with `stale_after_s` and its file has not been refreshed (`refresh`, its modification time)
+  for that long: a holder that refreshes its lock while it works (a download's heartbeat) and stopped doing so
+  has died with its node, so the lock is taken over (logged).
 - The descriptor's file must still be the one at the path (a holder releasing unlinks it): otherwise retried.
 - On a file system without `flock` (Lustre mounted without `flock`, some FUSE mounts: flock fails with ENOSYS,
   ENOLCK, EOPNOTSUPP or EINVAL) the recorded holder alone decides, as above (a warning says so): `O_EXCL`
@@ -130,13 +133,17 @@ class FileLock:
     """An exclusive lock on `path` (see the module docstring); `what` names the locked thing in messages, and
     `override` says how a user takes over a lock that cannot be checked (e.g. "set train.force_unlock=true")."""
 
-    def __init__(self, path: str | Path, what: str, override: str, prune: int = 0) -> None:
+    def __init__(self, path: str | Path, what: str, override: str, prune: int = 0,
+                 stale_after_s: Optional[float] = None) -> None:
         """`prune`: how many folders above the lock file `release` removes when they are left empty (a run's
-        `.locks/<experiment>/` and `.locks/`); a process creating a lock in one just then simply recreates it."""
+        `.locks/<experiment>/` and `.locks/`); a process creating a lock in one just then simply recreates it.
+        `stale_after_s`: a lock of another host whose file was not refreshed for that long is taken over (its
+        holders `refresh` it more often than that; None: never)."""
         self.path = Path(os.path.abspath(path))
         self.what = what
         self.override = override
         self.prune = prune
+        self.stale_after_s = stale_after_s
         self._fd: Optional[int] = None
         self._owner_pid: Optional[int] = None
 
@@ -193,7 +200,7 @@ class FileLock:
                 if holder is None and not created and not flocked:
                     holder = self._wait_for_record(fd)  # a creator may be writing it right now
                 if holder is not None:
-                    self._judge(holder, force, flocked)
+                    self._judge(holder, force, flocked, time.time() - os.fstat(fd).st_mtime)
                 record = json.dumps(asdict(Holder.me())).encode("utf-8")
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, record, 0)
@@ -214,9 +221,9 @@ class FileLock:
                             "this process tried to take it (several processes are starting on it at once)",
                             self.path, None)
 
-    def _judge(self, holder: Holder, force: bool, flocked: bool = True) -> None:
+    def _judge(self, holder: Holder, force: bool, flocked: bool = True, age_s: float = 0.0) -> None:
         """With the flock taken (or none to take: `flocked` false), decide whether the recorded `holder` may be
-        taken over (else raise LockHeldError)."""
+        taken over (else raise LockHeldError); `age_s`: seconds since the lock file was last written or refreshed."""
         if holder.on_this_host():
             if holder.pid == os.getpid():
                 return  # this process's own record, left by a release that could not unlink it
@@ -236,6 +243,11 @@ class FileLock:
         if force:
             log.warning("forced: taking over the lock %s of %s (another host; it cannot be checked from here)",
                         self.path, holder.describe())
+            return
+        if self.stale_after_s is not None and age_s > self.stale_after_s:
+            log.warning("taking over the lock %s of %s (another host): it was last refreshed %.0f s ago, over the "
+                        "%.0f s its holder refreshes it within, so that holder has stopped", self.path,
+                        holder.describe(), age_s, self.stale_after_s)
             return
         raise LockHeldError(
             f"{self.what} is locked by {holder.describe()} (lock file {self.path}); that host's processes cannot "
@@ -267,6 +279,13 @@ class FileLock:
             who = holder.describe()
         return LockHeldError(f"{self.what} is in use: locked by {who} (lock file {self.path}); wait for it to "
                              "finish or stop it", self.path, holder)
+
+    def refresh(self) -> None:
+        """Set the lock file's modification time to now (a holder's heartbeat, see `stale_after_s`); a no-op when
+        this process does not hold the lock."""
+        fd = self._fd
+        if fd is not None and self._owner_pid == os.getpid():
+            os.utime(fd)
 
     def release(self) -> None:
         """Unlink the lock file and drop the lock; a no-op when this process does not hold it."""

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import save
 
 from audiointerp.cli import main
-from audiointerp.downloads import CATALOG, WeightsEntry, fetch_weights, mirrored, read_records, weights_cache
+from audiointerp.downloads import CATALOG, WeightsEntry, fetch_weights, fetching, mirrored, read_records, weights_cache
 from audiointerp.downloads import weights_catalog as catalog_module
 from audiointerp.errors import ConfigError, DownloadError
 from audiointerp.models.registry import build, fetch_checked, load_weights, resolve_weights_params, sha256
@@ -185,6 +186,43 @@ def test_several_processes_download_once(server: Any, tiny: WeightsEntry, caches
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert {out.strip() for out, _ in outputs} == {str(caches["weights"] / "tiny" / "tiny.safetensors")}
     assert route.hits == 1 and not leftovers(weights_cache())
+
+
+def test_a_download_lock_left_by_a_dead_node_is_taken_over_not_waited_on(server: Any, tiny: WeightsEntry,
+                                                                         caches: dict[str, Path]) -> None:
+    """A cache shared by several nodes: a node died mid-download, leaving its lock (recorded on its host, not
+    refreshed since) and a partial file. The next download takes the lock over at once, removes the partial file
+    and downloads; a lock refreshed recently is waited on instead."""
+    route = server.serve("/example/tiny" + URL_PATH, tiny_weights())
+    lock = caches["weights"] / fetching.LOCKS / "tiny__tiny.safetensors.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": "node-that-died", "pid": 7, "started": "2026-01-01T00:00:00Z", "command": "x"}))
+    partial = caches["weights"] / "tiny" / ".part-7-tiny.safetensors"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"half a file")
+    with pytest.raises(DownloadError, match="gave up waiting 1 s.*node-that-died"):  # fresh: perhaps still working
+        with fetching.waiting_lock(lock, "the download", wait_s=1.0):
+            pass
+    old = time.time() - fetching.LOCK_STALE_S - 1
+    os.utime(lock, (old, old))
+    started = time.monotonic()
+    path = fetch_weights("tiny", progress=False)
+    assert time.monotonic() - started < 30 and route.hits == 1
+    assert path.read_bytes() == tiny_weights() and not partial.exists() and not lock.exists()
+
+
+def test_a_held_download_lock_is_refreshed_while_the_download_runs(caches: dict[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetching, "LOCK_HEARTBEAT_S", 0.05)
+    path = caches["weights"] / fetching.LOCKS / "x.lock"
+    with fetching.waiting_lock(path, "the download"):
+        old = time.time() - 3600
+        os.utime(path, (old, old))
+        deadline = time.monotonic() + 10
+        while path.stat().st_mtime < time.time() - 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_mtime > time.time() - 60  # the heartbeat refreshed it
+    assert not path.exists()
 
 
 def test_hub_entries_go_through_huggingface_hub(caches: dict[str, Path], tmp_path: Path,

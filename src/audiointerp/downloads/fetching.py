@@ -8,7 +8,8 @@
 - with downloads off (`offline()`: `AUDIOINTERP_OFFLINE=1` or `HF_HUB_OFFLINE=1`) a missing file is a
   `DownloadError` naming the URL and the exact path to put it at;
 - otherwise the file is downloaded behind a lock (`<cache>/.locks/<file>.lock`; other processes wait for it and
-  then use the file it left) through pooch's HTTP downloader (requests, a timeout, a progress bar) into a
+  then use the file it left; its holder refreshes it every `LOCK_HEARTBEAT_S`, so on a cache shared by several
+  nodes the lock of a node that died is taken over after `LOCK_STALE_S` rather than waited on for hours) through pooch's HTTP downloader (requests, a timeout, a progress bar) into a
   temporary file beside `dest`. A cut connection is retried (`ATTEMPTS` tries, a fresh temporary file each);
   a refused request (4xx, 5xx) is not. The temporary file is refused when it is an HTML page, shorter than the
   server's Content-Length or the expected size, of another md5 or sha256 than expected (a pinned or published
@@ -27,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +51,8 @@ TIMEOUT_S = 60.0  # seconds without an answer (connecting or between two reads) 
 ATTEMPTS = 3  # tries of a download whose connection is cut or times out
 RETRY_PAUSE_S = 1.0  # first pause between tries (doubled each time)
 LOCK_WAIT_S = 6 * 3600.0  # how long a process waits for another one's download of the same file
+LOCK_HEARTBEAT_S = 30.0  # a download's lock file is refreshed this often while the download runs
+LOCK_STALE_S = 600.0  # a lock of another node not refreshed for this long: its holder died, the lock is taken over
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -182,12 +186,15 @@ def now_utc() -> str:
 @contextmanager
 def waiting_lock(path: Path, what: str, wait_s: float = LOCK_WAIT_S) -> Iterator[FileLock]:
     """Hold the `FileLock` at `path`, waiting (polling every 0.2 s) while another process, or another thread of
-    this one, holds it; a `DownloadError` naming the holder after `wait_s` seconds."""
+    this one, holds it; a `DownloadError` naming the holder after `wait_s` seconds. While held, a background
+    thread refreshes the lock file every `LOCK_HEARTBEAT_S`; a lock of another host left unrefreshed for
+    `LOCK_STALE_S` (its node died mid-download) is taken over."""
     deadline = time.monotonic() + wait_s
     told = False
     while True:
         try:
-            lock = FileLock(path, what, override=f"remove {path} once no download of it runs", prune=1).acquire()
+            lock = FileLock(path, what, override=f"remove {path} once no download of it runs", prune=1,
+                            stale_after_s=LOCK_STALE_S).acquire()
             break
         except LockHeldError as err:
             if time.monotonic() > deadline:
@@ -196,9 +203,22 @@ def waiting_lock(path: Path, what: str, wait_s: float = LOCK_WAIT_S) -> Iterator
                 log.info("waiting for %s: %s", what, err)
                 told = True
             time.sleep(0.2)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(LOCK_HEARTBEAT_S):
+            try:
+                lock.refresh()
+            except OSError as err:  # e.g. the cache went read-only: the download itself will say so
+                log.debug("could not refresh the lock %s: %s", path, err)
+
+    beating = threading.Thread(target=heartbeat, name=f"lock heartbeat {path.name}", daemon=True)
+    beating.start()
     try:
         yield lock
     finally:
+        stop.set()
+        beating.join()
         lock.release()
 
 
