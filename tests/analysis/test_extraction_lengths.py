@@ -7,7 +7,7 @@ the network's minimum input, in windows for a fixed-length network), averaged ov
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -45,11 +45,11 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "manifest.csv"
 
 
-def alone(pipeline: Any, manifest: Path, layer: str, pooling: str) -> np.ndarray:
-    """Every clip processed by itself: its windows (a fixed-length network) run one at a time, each padded to the
-    network's minimum input; `time`: the mean over the patch axis and the layer's time axes (every window's
-    positions together); `mean`: the mean over the clip's patches."""
-    profile = length_profile(pipeline, [layer])
+def alone(pipeline: Any, manifest: Path, layer: str, pooling: str, max_seconds: Optional[float] = None) -> np.ndarray:
+    """Every clip processed by itself: its windows (a fixed-length network, or `max_seconds`) run one at a time,
+    each padded to the network's minimum input; `time`: the mean over the patch axis and the layer's time axes
+    (every window's positions together); `mean`: the mean over the clip's patches."""
+    profile = extraction.limit_input(length_profile(pipeline, [layer]), max_seconds, int(pipeline.frontend.sample_rate))
     data = ManifestDataset(read_manifest(manifest), sample_rate=int(pipeline.frontend.sample_rate), seconds=None,
                            label_column=None, progress=False)
     rows = []
@@ -99,6 +99,44 @@ def test_cnns_store_the_time_mean_of_each_clip_processed_alone(mixed: Path, tmp_
     assert store.meta["lengths"]["time_axes"][layers[0]] == [2] and store.meta["lengths"]["time_axes"]["logits"] == []
     assert [row["samples"] for row in store.clips] == [str(int(s * RATE) * (2 if model == "mn01" else 1))
                                                         for s in SECONDS]
+
+
+def test_max_input_seconds_runs_long_recordings_in_windows_of_that_length(mixed: Path, tmp_path: Path) -> None:
+    """A CNN takes any length; `--max-input-seconds 2` runs the 12 s, 5 s and 2.9 s clips in 2 s windows (memory
+    bounded for long recordings): each stored row is the time mean over its windows processed one by one, which
+    differs from the whole clip's (edge frames) only for the windowed clips. Shorter clips are unchanged."""
+    layers = ["block2", "embedding"]
+    torch.manual_seed(0)
+    out = extract(settings("small_cnn", mixed, layers, pooling="time", num_classes=3, max_input_seconds=2.0),
+                  tmp_path / "store", progress=False)
+    torch.manual_seed(0)
+    pipeline = build_pipeline("small_cnn", num_classes=3).eval()
+    store = ActivationStore(out)
+    assert [row["windows"] for row in store.clips] == ["1", "6", "1", "1", "2", "3", "1", "1"]
+    assert store.meta["max_input_seconds"] == 2.0 and store.meta["lengths"]["window_samples"] == 2 * RATE
+    windowed, whole = alone(pipeline, mixed, "block2", "time", 2.0), alone(pipeline, mixed, "block2", "time")
+    np.testing.assert_allclose(store.load("block2"), windowed, rtol=1e-5, atol=1e-5)
+    difference = np.abs(windowed - whole).max(axis=1)
+    assert np.all(difference[[0, 2, 3, 6, 7]] == 0) and np.all(difference[[1, 4, 5]] > 1e-4)  # the edges' frames
+    with pytest.raises(StoreError, match="max-input-seconds 0.0001 is shorter than the network's minimum input"):
+        extract(settings("small_cnn", mixed, layers, pooling="time", num_classes=3, max_input_seconds=0.0001),
+                tmp_path / "too-short", progress=False)
+    with pytest.raises(StoreError, match="longer than the network's input or --max-input-seconds"):
+        extract(settings("small_cnn", mixed, ["logits"], pooling="none", num_classes=3, max_input_seconds=2.0),
+                tmp_path / "none", progress=False)  # windows' rows cannot share one array without time pooling
+
+
+def test_a_long_clip_run_whole_is_warned_about(mixed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(extraction, "LONG_CLIP_SECONDS", 10)  # the 12 s clip counts as long here
+    with caplog.at_level("WARNING", logger="audiointerp"):
+        extract(settings("small_cnn", mixed, ["embedding"], pooling="time", num_classes=3), tmp_path / "s", progress=False)
+    assert "clip1.wav (0.2 min) runs through the network whole" in caplog.text and "--max-input-seconds" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="audiointerp"):
+        extract(settings("small_cnn", mixed, ["embedding"], pooling="time", num_classes=3, max_input_seconds=4.0),
+                tmp_path / "w", progress=False)
+    assert "runs through the network whole" not in caplog.text
 
 
 def test_yamnet_patches_batch_padded_and_mean_pooling_works_over_lengths(mixed: Path, tmp_path: Path) -> None:

@@ -17,6 +17,11 @@ Clips of any length (`LengthProfile`, measured on the network once per extractio
 - Fixed input lengths: a network with `input_tdim` (PaSST) or a front end with a fixed length (CLAP's feature
   extractor, `nb_max_samples`) runs over a longer clip in consecutive windows of its longest input
   (`window_samples`; the last window is the remainder); clips.csv gives each clip's `windows`.
+- Long recordings: a network that takes any length (a CNN) runs each clip whole by default, which is exact but
+  holds a long recording's activations at once; `--max-input-seconds S` runs clips longer than S in consecutive
+  windows of S as above (memory bounded by S; with `--pooling time` the windows' positions are averaged together,
+  so only the few frames at each window's edges differ from the whole clip's). A clip over `LONG_CLIP_SECONDS`
+  run whole gets a warning suggesting it.
 - Time axes: the axes of each layer whose size follows the input's length (measured at two lengths; e.g. T of a
   CNN's [C, F, T], the tokens of a transformer's [N, D]; none for a patch front end, whose patch axis is time).
   `--pooling time` averages every one of them and the patch axis (the windows' positions together), and flattens
@@ -33,7 +38,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -63,6 +68,7 @@ from audiointerp.models.registry import export_weights, needs_classes, sha256
 from audiointerp.train.export import load_export, verify_export
 
 MAX_WINDOW_SECONDS = 600  # a fixed input longer than this is taken as no fixed input (the probe's bound)
+LONG_CLIP_SECONDS = 600  # a clip longer than this run whole through a network gets a warning (--max-input-seconds)
 POOLING = ("none", "mean", "window", "time")
 GROUP_BATCHES = 4  # a chunk's clips are loaded this many batches at a time (longest first), bounding the audio held
 PROBE_SECONDS = 1.0  # the time axes are found by running the network at about this length and one second more
@@ -98,6 +104,9 @@ class ExtractSettings:
                 "checkpoint's own count, or for small_cnn/catdnn without a checkpoint the data's classes)"})
     seed: int = field(default=0, metadata={
         "help": "seeds a zoo model's random initialisation (no checkpoint), the same in every process"})
+    max_input_seconds: Optional[float] = field(default=None, metadata={
+        "help": "run clips longer than this in consecutive windows of this length (memory stays bounded for long "
+                "recordings; default: whole clips, or a fixed-length network's own input)"})
 
 
 def zoo_classes(settings: ExtractSettings, data_classes: Optional[int]) -> Optional[int]:
@@ -290,6 +299,20 @@ def length_profile(pipeline: nn.Module, layers: Sequence[str], device: Any = "cp
     return LengthProfile(minimum, window, time_axes, patched)
 
 
+def limit_input(profile: LengthProfile, seconds: Optional[float], rate: int) -> LengthProfile:
+    """`profile` whose clips run in windows of at most `seconds` (`--max-input-seconds`; None: unchanged), and
+    never longer than a fixed-length network's own input. A window shorter than the network's minimum input is a
+    StoreError."""
+    if seconds is None:
+        return profile
+    samples = int(round(float(seconds) * rate))
+    if samples < max(profile.min_samples, 1):
+        raise StoreError(f"--max-input-seconds {seconds} is shorter than the network's minimum input "
+                         f"({profile.min_samples / rate:.3f} s)")
+    window = samples if profile.window_samples is None else min(samples, profile.window_samples)
+    return replace(profile, window_samples=window)
+
+
 def layer_shapes(pipeline: nn.Module, waveform: torch.Tensor, layers: Sequence[str]) -> dict[str, list[int]]:
     """Each layer's activation shape for one patch (what `forward_from` takes, before pooling and flattening)."""
     activations = layer_activations(pipeline, waveform[None], layers)
@@ -353,7 +376,8 @@ def _check_lengths(settings: ExtractSettings, dataset: Any, lengths: Sequence[in
         longer = [k for k, n in enumerate(effective) if n > profile.window_samples]
         if longer:
             k = longer[0]
-            raise StoreError(f"{len(longer)} clips are longer than the network's input ({profile.window_samples} "
+            raise StoreError(f"{len(longer)} clips are longer than the network's input or --max-input-seconds "
+                             f"({profile.window_samples} "
                              f"samples), e.g. {dataset.paths[k]} ({effective[k] / rate:.2f} s), and run in windows "
                              f"whose activations differ in shape: {hint}")
     timed = [layer for layer in layers if profile.time_axes[layer]]
@@ -509,8 +533,14 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
                               label_column=None, progress=False)
     if not len(dataset):
         raise StoreError(f"{settings.data} has no clips{' in folds ' + ','.join(settings.folds) if settings.folds else ''}")
-    profile = length_profile(pipeline, layers)
+    rate = int(identity["frontend"]["sample_rate"])
+    profile = limit_input(length_profile(pipeline, layers), settings.max_input_seconds, rate)
     lengths = dataset.clip_samples()
+    longest = int(np.argmax(lengths))
+    if profile.window_samples is None and lengths[longest] > LONG_CLIP_SECONDS * rate and state.is_main_process:
+        log.warning("%s (%.1f min) runs through the network whole: its activations are held in memory at once; "
+                    "--max-input-seconds 60 would run long clips in 1-minute windows", dataset.paths[longest],
+                    lengths[longest] / rate / 60)
     _check_lengths(settings, dataset, lengths, layers, profile, pipeline.frontend)
     first = dataset[0]["audio"]
     if first.shape[-1] < profile.min_samples:
@@ -523,13 +553,13 @@ def extract(settings: ExtractSettings, out: str | Path, batch_size: int = 16, pr
               "lengths": {**profile.record(), "padded_clips": sum(0 < n < profile.min_samples for n in effective),
                           "windowed_clips": sum(len(_pieces(n, profile.window_samples)) > 1 for n in effective)},
               **identity}
-    rate = int(identity["frontend"]["sample_rate"])
     if record["lengths"]["padded_clips"] and state.is_main_process:
         log.warning("%d clips are shorter than the network's minimum input (%d samples, %.3f s) and are zero-padded "
                     "to it (clips.csv: padded)", record["lengths"]["padded_clips"], profile.min_samples,
                     profile.min_samples / rate)
     if record["lengths"]["windowed_clips"] and state.is_main_process:
-        log.info("%d clips are longer than the network's input (%.2f s) and run in windows (clips.csv: windows)",
+        log.info("%d clips are longer than the network's input or --max-input-seconds (%.2f s) and run in windows "
+                 "(clips.csv: windows)",
                  record["lengths"]["windowed_clips"], (profile.window_samples or 0) / rate)
     store_file = out / STORE_FILE
     if store_file.is_file():
