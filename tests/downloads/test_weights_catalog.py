@@ -129,6 +129,16 @@ def test_a_file_of_the_wrong_layout_is_refused(server: Any, tiny: WeightsEntry) 
     assert not (weights_cache() / "tiny" / "tiny.safetensors").exists() and not leftovers(weights_cache())
 
 
+def test_a_file_whose_head_is_not_the_catalogs_class_count_is_refused(server: Any, tiny: WeightsEntry) -> None:
+    """The catalog says 3 classes: a file of the same network with a 5-class head (another release, or a
+    fine-tuned file put at its URL) loads into the zoo model, but is refused, naming the count."""
+    torch.manual_seed(0)
+    server.serve("/example/tiny" + URL_PATH, save(build("small_cnn", num_classes=5, widths=WIDTHS).state_dict()))
+    with pytest.raises(DownloadError, match="head is not the catalog's 3 classes.*head"):
+        fetch_checked("tiny", progress=False)
+    assert not (weights_cache() / "tiny" / "tiny.safetensors").exists() and not leftovers(weights_cache())
+
+
 def test_sha256_pins_and_records(server: Any, tiny: WeightsEntry) -> None:
     body = tiny_weights()
     server.serve("/example/tiny" + URL_PATH, body)

@@ -345,9 +345,10 @@ def build_pipeline(
 
 
 def weights_validator(entry: WeightsEntry) -> Optional[Callable[[Path], None]]:
-    """The check that a downloaded file of the catalog entry loads into its zoo model (strictly, the released
-    head's class count read from the file), for `downloads.fetch_weights(validate=...)`; None for entries that
-    are no zoo network (word vectors) or that the zoo cannot build (`entry.loads` false)."""
+    """The check that a downloaded file of the catalog entry loads into its zoo model, strictly and with the
+    catalog's class count (`entry.num_classes`: a file whose head has another count, or none, is refused), for
+    `downloads.fetch_weights(validate=...)`; None for entries that are no zoo network (word vectors) or that the
+    zoo cannot build (`entry.loads` false)."""
     if entry.model is None or not entry.loads:
         return None
     model, params = entry.model, dict(entry.params)
@@ -357,13 +358,21 @@ def weights_validator(entry: WeightsEntry) -> Optional[Callable[[Path], None]]:
         return None
     if entry.use == "pretrained":
         return lambda path: _quiet_build(model, pretrained=str(path), **params)
-    return lambda path: _quiet_build(model, checkpoint=path, **params)
+    if entry.num_classes is None:
+        return lambda path: _quiet_build(model, checkpoint=path, **params)
+
+    def with_the_catalogs_head(path: Path) -> None:
+        skipped = _quiet_build(model, num_classes=entry.num_classes, checkpoint=path, **params).load_report.skipped_head
+        if skipped:
+            raise CheckpointError(f"its classification head is not the catalog's {entry.num_classes} classes "
+                                  f"(head tensors {', '.join(skipped[:3])} differ or are missing): another release")
+    return with_the_catalogs_head
 
 
-def _quiet_build(name: str, **kwargs: Any) -> None:
+def _quiet_build(name: str, **kwargs: Any) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        build(name, **kwargs)
+        return build(name, **kwargs)
 
 
 def fetch_checked(name: str, sha256: Optional[str] = None, progress: bool = True) -> Path:
