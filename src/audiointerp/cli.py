@@ -98,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from audiointerp.train.export import export_run
 
-    print(f"exported to {export_run(args.run_dir, out=args.out, checkpoint=args.checkpoint)}")
+    print(f"exported to {export_run(args.run_dir, out=args.out, checkpoint=args.checkpoint, swa=args.swa)}")
     return 0
 
 
@@ -476,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="export folder (default: RUN_DIR/export)")
     p.add_argument("--checkpoint", default="best", help="best | last | a step number | a checkpoint folder")
+    p.add_argument("--swa", action="store_true", help="export the checkpoint's averaged weights (runs with train.swa)")
     p.set_defaults(func=_export)
 
     sub.add_parser("extract", help="write layer activations of a model over a data set to an activation store",

@@ -89,7 +89,10 @@ class TrainConfig:
     log_every_steps: int = 10  # log training scalars every N optimizer updates
     checkpoint_every_steps: Optional[int] = None  # also checkpoint mid-epoch every N updates
     keep_last: int = 2  # checkpoints kept, besides the best
-    best_metric: str = "valid/loss"  # metric that selects the `best` checkpoint
+    best_metric: str = "valid/loss"  # metric that selects the `best` checkpoint (valid/swa_<metric> with swa)
+    swa: bool = False  # stochastic weight averaging: also keep, score and checkpoint the mean of epochs' weights
+    swa_start_epoch: int = 1  # the first epoch (1-based) whose end-of-epoch weights enter the mean
+    swa_end_epoch: Optional[int] = None  # the last one (null: the final epoch; PaSST's recipe: epochs - 1)
     best_mode: str = "min"  # min | max
     resume: str = "auto"  # auto: continue this run's latest checkpoint | never | path of a checkpoint
     force_unlock: bool = False  # take over a run lock recorded on another host (or by a running pid not holding it)

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -35,6 +36,7 @@ from audiointerp.train.checkpoint import (
     read_info,
 )
 from audiointerp.train.config import load_config, to_yaml
+from audiointerp.train.swa import averaged_parameters, read_average
 from audiointerp.train.tasks import Task, task_class
 
 WEIGHTS = "model.safetensors"  # an export's weights; also what Accelerate's save_state names a checkpoint's model
@@ -104,10 +106,23 @@ def task_from_checkpoint(run_dir: Path, checkpoint: str = "best") -> tuple[Task,
     return task, cfg, metadata, folder
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "best") -> Path:
-    """Write an export folder from a run's checkpoint; returns its path (default RUN_DIR/export)."""
+def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "best", swa: bool = False) -> Path:
+    """Write an export folder from a run's checkpoint; returns its path (default RUN_DIR/export). `swa`: export
+    the checkpoint's averaged weights (`train.swa`; CheckpointError when it has none or no epoch averaged yet)."""
     run_dir = Path(run_dir)
     task, cfg, metadata, folder = task_from_checkpoint(run_dir, checkpoint)
+    averaged = None
+    if swa:
+        mean, averaged = read_average(folder)
+        if averaged == 0:
+            raise CheckpointError(f"{folder} was saved before the first averaged epoch (train.swa_start_epoch="
+                                  f"{cfg.train.swa_start_epoch}): it has no averaged weights yet")
+        params = averaged_parameters(task.export_module())
+        if set(params) != set(mean):
+            raise CheckpointError(f"{folder}'s averaged weights are of other parameters than its model's")
+        with torch.no_grad():
+            for name, parameter in params.items():
+                parameter.copy_(mean[name])
     out = Path(out) if out else run_dir / "export"
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise CheckpointError(f"--out {out} is a non-empty folder that is not an audiointerp export; choose another")
@@ -116,10 +131,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
         with FileLock(out.parent / f".{out.name}.lock", f"export {out}", "wait for that export to finish"):
             for leftover in out.parent.glob(f".{out.name}-*"):  # of an export killed before its last rename
                 shutil.rmtree(leftover, ignore_errors=True)
-            return _write_export(task, cfg, metadata, folder, run_dir, out)
+            return _write_export(task, cfg, metadata, folder, run_dir, out, averaged)
 
 
-def _write_export(task: Any, cfg: DictConfig, metadata: dict[str, Any], folder: Path, run_dir: Path, out: Path) -> Path:
+def _write_export(task: Any, cfg: DictConfig, metadata: dict[str, Any], folder: Path, run_dir: Path, out: Path,
+                  averaged: Optional[int] = None) -> Path:
     """Write the export into a temporary sibling `.<out>-<random>`, then swap it in: an existing `out` is renamed
     aside first and removed after, so a kill at any moment leaves the old export, the new one, or no `out` (and
     temporary siblings that the next export removes), never a half-deleted folder."""
@@ -142,6 +158,7 @@ def _write_export(task: Any, cfg: DictConfig, metadata: dict[str, Any], folder: 
             "git_commit": git_commit(),
             "run_dir": str(run_dir.resolve()),
             "checkpoint": folder.name,
+            "swa_epochs": averaged,  # the weights are the mean of this many epochs' (train.swa), or null
             "step": info.get("step"),
             "epoch": info.get("epoch"),
             "task": str(cfg.task.name),

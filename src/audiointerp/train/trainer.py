@@ -15,6 +15,7 @@ device and are read in one host-device synchronisation per logging interval (and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -25,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -60,6 +61,8 @@ from audiointerp.train.config import to_yaml
 from audiointerp.train.export import WEIGHTS
 from audiointerp.train.optim import build_optimizer, build_scheduler, total_updates
 from audiointerp.train.rundir import SUMMARY_FILE, RunPlan, plan_run
+from audiointerp.train.swa import PREFIX as SWA_PREFIX
+from audiointerp.train.swa import WeightAverage, check_swa
 from audiointerp.train.tasks import EvalResult, Task, TaskData, task_class
 from audiointerp.train.tracking import Tracking
 
@@ -248,12 +251,13 @@ def close_logging() -> None:
             handler.close()
 
 
-def check_best_metric(task: Task, best_metric: str) -> None:
-    """Fail before training when train.best_metric cannot be one of the task's validation metrics."""
+def check_best_metric(task: Task, best_metric: str, swa: bool = False) -> None:
+    """Fail before training when train.best_metric cannot be one of the task's validation metrics (or, with
+    `train.swa`, of the averaged weights': `valid/swa_<metric>`)."""
     names = task.metric_names()
     if names is None:
         return
-    valid = [f"valid/{name}" for name in names]
+    valid = [f"valid/{name}" for name in names] + ([f"valid/{SWA_PREFIX}{name}" for name in names] if swa else [])
     if best_metric not in valid:
         raise ConfigError(f"train.best_metric={best_metric!r} is not a validation metric of task {task.name!r}"
                           f"{closest(best_metric, valid)}; choose one of {', '.join(valid)}")
@@ -449,9 +453,10 @@ class Trainer:
         cfg = self.cfg
         is_main = accelerator.is_main_process
         check_folds(cfg.data)
+        check_swa(cfg.train)
         set_seed(int(cfg.train.seed))
         task: Task = task_class(str(cfg.task.name))(cfg)
-        check_best_metric(task, str(cfg.train.best_metric))
+        check_best_metric(task, str(cfg.train.best_metric), bool(cfg.train.swa))
         with accelerator.main_process_first():
             data = task.build_data()
         task.build_models(data.metadata, data.arrays)
@@ -488,6 +493,8 @@ class Trainer:
         store = CheckpointStore(plan.run_dir, int(cfg.train.keep_last))
 
         core: Task = accelerator.unwrap_model(task)
+        swa = WeightAverage(core.export_module(), int(cfg.train.swa_start_epoch), cfg.train.swa_end_epoch) \
+            if cfg.train.swa else None
         tracking = Tracking(accelerator, cfg, plan.run_dir, plan.run_id, core.tags(), core.job_type)
         if plan.resume_from is not None:
             check_resume_finite(store, plan.resume_from)
@@ -499,6 +506,8 @@ class Trainer:
             except Exception as err:
                 raise CheckpointError(f"cannot resume from {plan.resume_from}: it does not fit this config's task and "
                                       f"model ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+            if swa is not None:
+                swa.load(plan.resume_from)
             log.info("resumed from %s: epoch %d, update %d, batch %d of the epoch",
                      plan.resume_from, state.epoch, state.step, state.batches_in_epoch)
         skipped: dict[str, int] = {}
@@ -520,6 +529,7 @@ class Trainer:
         loop = _Loop(self, accelerator, task, optimizer, scheduler, train_loader, valid_loader, data, state, store, tracking, total)
         loop.test_data = test_data
         loop.frozen = frozen
+        loop.swa = swa
         return loop
 
     def _finish(self, plan: RunPlan, result: TrainResult, state: TrainState, seconds: float) -> None:
@@ -570,6 +580,7 @@ class _Loop:
         self.test_data: Optional[Dataset] = None  # data.test_folds, scored with the best checkpoint after training
         self.skipped_in_a_row = 0  # optimizer updates the fp16 gradient scaler skipped (inf/NaN gradients) in a row
         self.frozen: dict[str, dict[str, Any]] = {}  # frozen modules left out of checkpoints: source and sha256
+        self.swa: Optional[WeightAverage] = None  # train.swa: the mean of the chosen epochs' weights
         self.window_losses: list[torch.Tensor] = []  # this window's losses, on the device, read at its end
         self.window_positions: list[tuple[int, int, int]] = []  # (epoch, update, batch of the epoch) of each
         self.window_started = time.perf_counter()  # wall clock of the window (perf.jsonl)
@@ -737,6 +748,18 @@ class _Loop:
                                  self.store.dir.parent, self._last_good())
         return summarize_on_main(self.accelerator, self.task, outputs, self.data.valid)
 
+    def _score_average(self, evaluate: Callable[[], EvalResult], split: str = "valid") -> dict[str, float]:
+        """With `train.swa` and at least one averaged epoch: `evaluate()` with the mean swapped into the module,
+        reported as `split/swa_<metric>` (figures `swa_<name>`); {} otherwise."""
+        if self.swa is None or self.swa.count == 0:
+            return {}
+        with self.swa.swapped_in():
+            result = evaluate()
+        renamed = dataclasses.replace(result, metrics={SWA_PREFIX + k: v for k, v in result.metrics.items()},
+                                      figures={SWA_PREFIX + k: v for k, v in result.figures.items()},
+                                      tables={SWA_PREFIX + k: v for k, v in result.tables.items()})
+        return self._report_evaluation(renamed, split)
+
     def _report_evaluation(self, result: EvalResult, split: str = "valid") -> dict[str, float]:
         """Log `split/...` scalars, figures and tables; figures go to figures/ (valid) or figures/<split>/."""
         scalars = scalar_items(result.metrics, split)
@@ -766,13 +789,22 @@ class _Loop:
             raise ConfigError(f"data.test_folds={list(cfg.data.test_folds)} but no test set was built before training")
         loader = self.accelerator.prepare(make_loader(dataset, int(cfg.data.eval_batch_size), False, int(cfg.data.num_workers),
                                                       int(cfg.train.seed), **loader_options(cfg, self.accelerator)))
-        outputs = run_evaluation(self.accelerator, self.task, loader, bool(cfg.train.progress), "test", self.store.dir.parent)
-        result = summarize_on_main(self.accelerator, self.task, outputs, dataset)
+        def score() -> EvalResult:
+            outputs = run_evaluation(self.accelerator, self.task, loader, bool(cfg.train.progress), "test",
+                                     self.store.dir.parent)
+            return summarize_on_main(self.accelerator, self.task, outputs, dataset)
+
+        scalars = self._report_evaluation(score(), "test")
         log.info("scored the best checkpoint %s on the test folds %s", best.name, list(cfg.data.test_folds))
-        return self._report_evaluation(result, "test")
+        if self.swa is not None:  # the mean as the best checkpoint held it
+            self.swa.load(best)
+            scalars.update(self._score_average(score, "test"))
+        return scalars
 
     def _is_better(self, scalars: dict[str, float]) -> bool:
         key = str(self.cfg.train.best_metric)
+        if key not in scalars and self.swa is not None and key.startswith(f"valid/{SWA_PREFIX}"):
+            return False  # no epoch averaged yet: no averaged weights to choose
         if key not in scalars:
             raise ConfigError(f"train.best_metric={key!r} is not an evaluation metric; available: {', '.join(sorted(scalars))}")
         value, best = scalars[key], self.state.best_value
@@ -793,6 +825,8 @@ class _Loop:
         accelerator.wait_for_everyone()
         with writing("checkpoint", temp):  # a failed write leaves a temporary folder that the next start removes
             accelerator.save_state(str(temp))
+            if self.swa is not None and accelerator.is_main_process:
+                self.swa.save(temp)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             info = {"step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
@@ -902,6 +936,8 @@ class _Loop:
                 if finished_epoch:
                     state.epoch += 1
                     state.batches_in_epoch = 0
+                    if self.swa is not None and self.swa.wants(state.epoch):
+                        self.swa.update()
                 last = not more or state.epoch >= epochs
                 if self.state.log_window_batches:
                     self._log_training(bar)
@@ -910,6 +946,7 @@ class _Loop:
                 if last or (finished_epoch and state.epoch % int(cfg.train.eval_every_epochs) == 0):
                     result = self.evaluate()
                     scalars = self._report_evaluation(result)
+                    scalars.update(self._score_average(self.evaluate))
                     self.last_metrics = scalars
                     self.save(is_best=self._is_better(scalars))
                 else:
