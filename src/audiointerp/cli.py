@@ -475,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's weights, config, labels and metrics for analysis")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="export folder (default: RUN_DIR/export)")
-    p.add_argument("--checkpoint", default="best", help="best | last | a step number | a checkpoint folder")
-    p.add_argument("--swa", action="store_true", help="export the checkpoint's averaged weights (runs with train.swa)")
+    p.add_argument("--checkpoint", help="best | last | a step number | a checkpoint folder (default: best; last with --swa)")
+    p.add_argument("--swa", action="store_true", help="export the averaged weights (runs with train.swa)")
     p.set_defaults(func=_export)
 
     sub.add_parser("extract", help="write layer activations of a model over a data set to an activation store",

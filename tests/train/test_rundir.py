@@ -133,3 +133,27 @@ def test_a_kill_while_the_best_link_is_swapped_is_repaired_on_resume(tiny_overri
     (store.dir / "best").rename(store.dir / ".tmp-best")  # the link written, not yet swapped in
     Trainer(cfg).fit()
     assert store.best() == best
+
+
+def test_a_run_saved_before_a_key_was_added_to_the_schema_still_resumes(tiny_overrides: list[str]) -> None:
+    """An older version's config.yaml lacks keys added since (here train.swa*): they count at their defaults, so
+    the run resumes (with resume=auto too); asking for another value of such a key is another experiment."""
+    import pytest
+
+    from audiointerp.errors import ConfigError
+    from audiointerp.train.rundir import config_differences
+    from audiointerp.train.trainer import Trainer
+
+    first = Trainer(load_config("classifier", [*tiny_overrides, "train.epochs=1", "run_id=old"])).fit()
+    saved = first.run_dir / "config.yaml"
+    older = OmegaConf.load(saved)
+    for key in ("swa", "swa_start_epoch", "swa_end_epoch"):
+        del older.train[key]
+    saved.write_text(OmegaConf.to_yaml(older))
+    (first.run_dir / "summary.json").unlink()  # unfinished, as if killed: resume=auto must find it
+    later = load_config("classifier", [*tiny_overrides, "train.epochs=2"])
+    assert config_differences(saved, later) == []
+    assert plan_run(later).run_dir == first.run_dir
+    release_run_lock()
+    with pytest.raises(ConfigError, match=r"train.swa: False -> True"):
+        Trainer(load_config("classifier", [*tiny_overrides, "train.epochs=2", "train.swa=true", "run_id=old"])).fit()

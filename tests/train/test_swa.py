@@ -89,12 +89,18 @@ def test_a_resumed_run_continues_the_same_mean(tiny_overrides: list[str]) -> Non
     ours, theirs = (read_average(run.run_dir / "checkpoints" / "step-00000018") for run in (split, whole))
     assert ours[1] == theirs[1] == 3 and all(torch.equal(ours[0][k], theirs[0][k]) for k in theirs[0])
     assert split.metrics["valid/swa_accuracy"] == whole.metrics["valid/swa_accuracy"]
+    (split.run_dir / "summary.json").unlink()  # killed after its last checkpoint: the rerun only re-scores it
+    again = Trainer(load_config("classifier", [*common, "train.epochs=3", "run_id=split"])).fit()
+    assert again.metrics["valid/swa_accuracy"] == whole.metrics["valid/swa_accuracy"]
+    assert json.loads((split.run_dir / "summary.json").read_text())["final"]["valid/swa_loss"] == pytest.approx(
+        whole.metrics["valid/swa_loss"], rel=1e-6)
 
 
 def test_the_averaged_accuracy_may_choose_the_best_checkpoint_and_bad_epochs_are_refused(tiny_overrides: list[str],
                                                                                          tmp_path: Path) -> None:
     """valid/swa_accuracy as train.best_metric: epoch 1 (nothing averaged) is never best. The test folds are scored
-    with the best checkpoint's live weights and its mean (test/swa_*), which its `--swa` export reproduces."""
+    with the best checkpoint's live weights and with the final mean (test/swa_*), which the `--swa` export (the
+    last checkpoint's mean) reproduces."""
     cfg = load_config("classifier", [*tiny_overrides, *FLAT, "train.epochs=3", "train.swa=true",
                                      "train.swa_start_epoch=2", "train.best_metric=valid/swa_accuracy",
                                      "train.best_mode=max", "data.train_folds=[2,3,4]", "data.valid_folds=[1]",
@@ -102,7 +108,8 @@ def test_the_averaged_accuracy_may_choose_the_best_checkpoint_and_bad_epochs_are
     result = Trainer(cfg).fit()
     assert result.best_checkpoint is not None and int(result.best_checkpoint.name.split("-")[1]) >= 10  # not epoch 1
     assert (result.best_checkpoint / SWA_FILE).is_file()
-    export = export_run(result.run_dir, tmp_path / "best-swa", checkpoint="best", swa=True)
+    export = export_run(result.run_dir, tmp_path / "final-swa", swa=True)  # the last checkpoint's mean by default
+    assert json.loads((export / "manifest.json").read_text())["swa_epochs"] == 2
     scored = evaluate(export, folds=["5"], progress=False, out_dir=tmp_path / "test-eval").metrics
     assert scored["accuracy"] == pytest.approx(result.test_metrics["test/swa_accuracy"], abs=1e-9)
     assert "test/accuracy" in result.test_metrics
@@ -111,5 +118,9 @@ def test_the_averaged_accuracy_may_choose_the_best_checkpoint_and_bad_epochs_are
                                (["train.swa_start_epoch=5", "train.epochs=3"], "after the last epoch")):
         with pytest.raises(ConfigError, match=message):
             Trainer(load_config("classifier", [*tiny_overrides, "train.swa=true", *overrides, "run_id=bad"])).fit()
+    with pytest.raises(ConfigError, match="ends after 6 updates, before epoch 2"):  # nothing averaged by max_steps
+        Trainer(load_config("classifier", [*tiny_overrides, "train.swa=true", "train.swa_start_epoch=2",
+                                           "train.max_steps=6", "train.best_metric=valid/swa_accuracy",
+                                           "train.best_mode=max", "run_id=short"])).fit()
     with pytest.raises(ConfigError, match="valid/swa_accuracy"):  # a swa metric needs train.swa
         Trainer(load_config("classifier", [*tiny_overrides, "train.best_metric=valid/swa_accuracy", "run_id=no"])).fit()

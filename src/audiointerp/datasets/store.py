@@ -5,11 +5,12 @@ A store is a folder:
 - `store.json`: the model (zoo name or export folder) and its weights' sha256, the front end and its
   parameters, the layers and each one's activation shape per patch (`layer_shapes`, what `forward_from` takes),
   dtype, time pooling and flattening, the data source, the clip count and chunk size, and how lengths were
-  handled (`lengths`: the network's minimum input `min_samples`, a fixed-length network's `window_samples`, each
+  handled (`lengths`: the network's minimum input `min_samples`, the window `window_samples` of a fixed-length
+  network or of `--max-input-seconds`, each
   layer's `time_axes`, the counts of `padded_clips` and `windowed_clips`);
 - `clips.csv`: one row per clip, in store order: `index, path, label, fold, description`, the factor columns, and
   (extract) `samples` (the clip's length at the front end's rate), `padded` (1: zero-padded to `min_samples`) and
-  `windows` (how many windows of a fixed-length network it ran in);
+  `windows` (how many windows it ran in: a fixed-length network's input, or `--max-input-seconds`);
 - `shard-*.h5` (HDF5 through h5py): each process's rows, `layers/<layer>` [rows, ...] and `index` [rows] (the
   clips' store indices), with the attributes `rows` and `done` (the chunks whose rows are complete).
 

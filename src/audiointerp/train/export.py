@@ -7,6 +7,7 @@ network in eval mode. Nothing is unpickled: weights are safetensors, configs YAM
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -37,6 +38,8 @@ from audiointerp.train.checkpoint import (
 )
 from audiointerp.train.config import load_config, to_yaml
 from audiointerp.train.swa import averaged_parameters, read_average
+
+log = logging.getLogger("audiointerp")
 from audiointerp.train.tasks import Task, task_class
 
 WEIGHTS = "model.safetensors"  # an export's weights; also what Accelerate's save_state names a checkpoint's model
@@ -106,10 +109,13 @@ def task_from_checkpoint(run_dir: Path, checkpoint: str = "best") -> tuple[Task,
     return task, cfg, metadata, folder
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "best", swa: bool = False) -> Path:
-    """Write an export folder from a run's checkpoint; returns its path (default RUN_DIR/export). `swa`: export
-    the checkpoint's averaged weights (`train.swa`; CheckpointError when it has none or no epoch averaged yet)."""
+def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: Optional[str] = None,
+               swa: bool = False) -> Path:
+    """Write an export folder from a run's checkpoint (default `best`); returns its path (default RUN_DIR/export).
+    `swa`: export the checkpoint's averaged weights (`train.swa`; default checkpoint `last`, whose mean covers every
+    averaged epoch; CheckpointError when it has none or no epoch averaged yet)."""
     run_dir = Path(run_dir)
+    checkpoint = checkpoint or ("last" if swa else "best")
     task, cfg, metadata, folder = task_from_checkpoint(run_dir, checkpoint)
     averaged = None
     if swa:
@@ -123,6 +129,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
         with torch.no_grad():
             for name, parameter in params.items():
                 parameter.copy_(mean[name])
+        end = cfg.train.swa_end_epoch if cfg.train.swa_end_epoch is not None else cfg.train.epochs
+        planned = int(end) - int(cfg.train.swa_start_epoch) + 1
+        if averaged < planned:
+            log.warning("%s averages %d epochs' weights of the %d train.swa asks for (a checkpoint from before the "
+                        "end of averaging; `--checkpoint last` has them all)", folder, averaged, planned)
     out = Path(out) if out else run_dir / "export"
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise CheckpointError(f"--out {out} is a non-empty folder that is not an audiointerp export; choose another")

@@ -112,9 +112,13 @@ def _comparable(cfg: DictConfig | dict) -> dict[str, Any]:
 
 
 def config_differences(saved_config: Path, cfg: DictConfig) -> list[str]:
-    """Keys whose values differ between a run directory's config.yaml and `cfg` (resumable keys aside)."""
+    """Keys whose values differ between a run directory's config.yaml and `cfg` (resumable keys aside). The saved
+    config is read through `load_config`, so a key added to the schema since the run started counts at its
+    default (a run started by an older version still resumes, unless the new key is set otherwise)."""
+    from audiointerp.train.config import load_config
+
     try:
-        saved = _comparable(OmegaConf.load(saved_config))
+        saved = _comparable(load_config(saved_config))
     except Exception as err:  # an unreadable config is not ours to resume
         return [f"(cannot read {saved_config}: {err})"]
     current = _comparable(cfg)

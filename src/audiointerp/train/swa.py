@@ -2,9 +2,10 @@
 
 `train.swa=true` keeps the equal-weight mean of the task's export module's floating-point parameters as they are
 after each epoch from `train.swa_start_epoch` to `train.swa_end_epoch` (1-based; null: to the last epoch).
-Buffers (BatchNorm statistics) are not averaged: the averaged weights are evaluated with the live model's buffers,
-as in PaSST's callback, which is right for networks without BatchNorm (PaSST) and an approximation for those with
-it (a warning says so; torch's `update_bn` pass is not run).
+Buffers (BatchNorm statistics) are not averaged: the averaged weights are evaluated with the live model's buffers.
+PaSST's callback evaluates a copy made at the start whose buffers never change; for PaSST both are the same (its
+buffers are constants). For networks with BatchNorm it is an approximation (a warning says so; torch's
+`update_bn` pass is not run).
 
 The reference, kkoutini/PaSST `ex_esc50.py` with `helpers/swa_callback.py` (`swa_epoch_start=2`, `swa_freq=1`),
 adds the weights at the start of every epoch from the second on: the weights after epochs 1 to 9 of its 10, never
@@ -12,8 +13,9 @@ those after the last; the learning-rate schedule is not changed (its SWALR is ne
 `swa_start_epoch: 1, swa_end_epoch: 9` here (configs/esc50_passt.yaml).
 
 Each evaluation after the first averaged epoch also scores the mean (`valid/swa_<metric>`, swapped into the
-module and back), so `train.best_metric` may be one of those. Every checkpoint holds the mean and its count in
-`swa.safetensors`, so a resumed run continues the same mean; `audiointerp export RUN --swa` exports it.
+module and back), so `train.best_metric` may be one of those; after training the final mean is scored on the test
+folds too (`test/swa_<metric>`). Every checkpoint holds the mean so far and its count in `swa.safetensors`, so a
+resumed run continues the same mean; `audiointerp export RUN --swa` exports the last checkpoint's (all of it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,18 @@ def check_swa(train: object) -> None:
     if start > epochs:
         raise ConfigError(f"train.swa_start_epoch={start} is after the last epoch (train.epochs={epochs}): nothing "
                           "would be averaged; lower it or set train.swa=false")
+
+
+def check_swa_reached(train: object, total_updates: int, updates_per_epoch: int) -> None:
+    """ConfigError when `train.best_metric` is an averaged weights' metric (`valid/swa_*`) but the run's updates
+    (`train.max_steps`) end before the first averaged epoch does: no checkpoint could ever be chosen as best."""
+    if not bool(getattr(train, "swa")) or not str(getattr(train, "best_metric")).startswith(f"valid/{PREFIX}"):
+        return
+    needed = int(getattr(train, "swa_start_epoch")) * updates_per_epoch
+    if total_updates < needed:
+        raise ConfigError(f"train.best_metric={getattr(train, 'best_metric')} needs averaged weights, but the run "
+                          f"ends after {total_updates} updates, before epoch {getattr(train, 'swa_start_epoch')} "
+                          f"(update {needed}) is averaged: choose a valid/ metric of the live weights")
 
 
 def averaged_parameters(module: nn.Module) -> dict[str, nn.Parameter]:

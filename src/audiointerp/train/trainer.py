@@ -62,7 +62,7 @@ from audiointerp.train.export import WEIGHTS
 from audiointerp.train.optim import build_optimizer, build_scheduler, total_updates
 from audiointerp.train.rundir import SUMMARY_FILE, RunPlan, plan_run
 from audiointerp.train.swa import PREFIX as SWA_PREFIX
-from audiointerp.train.swa import WeightAverage, check_swa
+from audiointerp.train.swa import WeightAverage, check_swa, check_swa_reached
 from audiointerp.train.tasks import EvalResult, Task, TaskData, task_class
 from audiointerp.train.tracking import Tracking
 
@@ -482,6 +482,7 @@ class Trainer:
         task, optimizer, train_loader, valid_loader = accelerator.prepare(task, optimizer, train_loader, valid_loader)
         accumulation = int(cfg.train.gradient_accumulation_steps)
         total = total_updates(len(train_loader), accumulation, int(cfg.train.epochs), cfg.train.max_steps)
+        check_swa_reached(cfg.train, total, math.ceil(len(train_loader) / accumulation))
         if total < 1:
             log.info("no optimizer updates (train.epochs=0 or train.max_steps=0): evaluating the untrained network")
         updates_per_epoch = math.ceil(len(train_loader) / accumulation)
@@ -796,9 +797,7 @@ class _Loop:
 
         scalars = self._report_evaluation(score(), "test")
         log.info("scored the best checkpoint %s on the test folds %s", best.name, list(cfg.data.test_folds))
-        if self.swa is not None:  # the mean as the best checkpoint held it
-            self.swa.load(best)
-            scalars.update(self._score_average(score, "test"))
+        scalars.update(self._score_average(score, "test"))  # train.swa: the final mean (what `export --swa` gives)
         return scalars
 
     def _is_better(self, scalars: dict[str, float]) -> bool:
@@ -958,4 +957,8 @@ class _Loop:
             self.save(is_best=self._is_better(self.last_metrics))
         if not self.last_metrics:  # resumed after the last evaluation had already been saved
             self.last_metrics = scalar_items(self.evaluate().metrics, "valid")
+            if self.swa is not None and self.swa.count:
+                with self.swa.swapped_in():
+                    averaged = self.evaluate().metrics
+                self.last_metrics.update(scalar_items({SWA_PREFIX + k: v for k, v in averaged.items()}, "valid"))
         return self.last_metrics
