@@ -482,10 +482,10 @@ class Trainer:
         task, optimizer, train_loader, valid_loader = accelerator.prepare(task, optimizer, train_loader, valid_loader)
         accumulation = int(cfg.train.gradient_accumulation_steps)
         total = total_updates(len(train_loader), accumulation, int(cfg.train.epochs), cfg.train.max_steps)
-        check_swa_reached(cfg.train, total, math.ceil(len(train_loader) / accumulation))
         if total < 1:
             log.info("no optimizer updates (train.epochs=0 or train.max_steps=0): evaluating the untrained network")
         updates_per_epoch = math.ceil(len(train_loader) / accumulation)
+        check_swa_reached(cfg.train, total, updates_per_epoch)
         scheduler = accelerator.prepare(build_scheduler(optimizer, cfg.optim, total, updates_per_epoch))
         state = TrainState()
         accelerator.register_for_checkpointing(state)
@@ -749,9 +749,9 @@ class _Loop:
                                  self.store.dir.parent, self._last_good())
         return summarize_on_main(self.accelerator, self.task, outputs, self.data.valid)
 
-    def _score_average(self, evaluate: Callable[[], EvalResult], split: str = "valid") -> dict[str, float]:
-        """With `train.swa` and at least one averaged epoch: `evaluate()` with the mean swapped into the module,
-        reported as `split/swa_<metric>` (figures `swa_<name>`); {} otherwise."""
+    def _score_average(self, evaluate: Callable[[], EvalResult], split: str = "valid", report: bool = True) -> dict[str, float]:
+        """With `train.swa` and at least one averaged epoch: `evaluate()` with the mean swapped into the module, as
+        `split/swa_<metric>` scalars (figures `swa_<name>`), reported unless `report` is false; {} otherwise."""
         if self.swa is None or self.swa.count == 0:
             return {}
         with self.swa.swapped_in():
@@ -759,7 +759,7 @@ class _Loop:
         renamed = dataclasses.replace(result, metrics={SWA_PREFIX + k: v for k, v in result.metrics.items()},
                                       figures={SWA_PREFIX + k: v for k, v in result.figures.items()},
                                       tables={SWA_PREFIX + k: v for k, v in result.tables.items()})
-        return self._report_evaluation(renamed, split)
+        return self._report_evaluation(renamed, split) if report else scalar_items(renamed.metrics, split)
 
     def _report_evaluation(self, result: EvalResult, split: str = "valid") -> dict[str, float]:
         """Log `split/...` scalars, figures and tables; figures go to figures/ (valid) or figures/<split>/."""
@@ -957,8 +957,5 @@ class _Loop:
             self.save(is_best=self._is_better(self.last_metrics))
         if not self.last_metrics:  # resumed after the last evaluation had already been saved
             self.last_metrics = scalar_items(self.evaluate().metrics, "valid")
-            if self.swa is not None and self.swa.count:
-                with self.swa.swapped_in():
-                    averaged = self.evaluate().metrics
-                self.last_metrics.update(scalar_items({SWA_PREFIX + k: v for k, v in averaged.items()}, "valid"))
+            self.last_metrics.update(self._score_average(self.evaluate, report=False))
         return self.last_metrics
