@@ -9,7 +9,8 @@
   `DownloadError` naming the URL and the exact path to put it at;
 - otherwise the file is downloaded behind a lock (`<cache>/.locks/<file>.lock`; other processes wait for it and
   then use the file it left; its holder refreshes it every `LOCK_HEARTBEAT_S`, so on a cache shared by several
-  nodes the lock of a node that died is taken over after `LOCK_STALE_S` rather than waited on for hours) through pooch's HTTP downloader (requests, a timeout, a progress bar) into a
+  nodes the lock of a node that died is taken over after `LOCK_STALE_S` rather than waited on for hours)
+  through pooch's HTTP downloader (requests, a timeout, a progress bar) into a
   temporary file beside `dest`. A cut connection is retried (`ATTEMPTS` tries, a fresh temporary file each);
   a refused request (4xx, 5xx) is not. The temporary file is refused when it is an HTML page, shorter than the
   server's Content-Length or the expected size, of another md5 or sha256 than expected (a pinned or published
