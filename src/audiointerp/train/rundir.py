@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from audiointerp.errors import CheckpointError, ConfigError
 from audiointerp.locks import FileLock, LockHeldError, acquire_lock
 from audiointerp.train.checkpoint import INFO_FILE, CheckpointStore
+from audiointerp.train.config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,6 @@ def config_differences(saved_config: Path, cfg: DictConfig) -> list[str]:
     """Keys whose values differ between a run directory's config.yaml and `cfg` (resumable keys aside). The saved
     config is read through `load_config`, so a key added to the schema since the run started counts at its
     default (a run started by an older version still resumes, unless the new key is set otherwise)."""
-    from audiointerp.train.config import load_config
-
     try:
         saved = _comparable(load_config(saved_config))
     except Exception as err:  # an unreadable config is not ours to resume
