@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
+from omegaconf import DictConfig
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,12 +39,12 @@ SWA_FILE = "swa.safetensors"  # a checkpoint's mean of the averaged parameters, 
 PREFIX = "swa_"  # the averaged weights' metrics: valid/swa_accuracy, test/swa_loss, ...
 
 
-def check_swa(train: object) -> None:
+def check_swa(train: DictConfig) -> None:
     """ConfigError for SWA epochs that cannot be: a start below 1, an end before the start, or a start after the
     last epoch (nothing would ever be averaged)."""
-    if not bool(getattr(train, "swa")):
+    if not train.swa:
         return
-    start, end, epochs = int(getattr(train, "swa_start_epoch")), getattr(train, "swa_end_epoch"), int(getattr(train, "epochs"))
+    start, end, epochs = int(train.swa_start_epoch), train.swa_end_epoch, int(train.epochs)
     if start < 1:
         raise ConfigError(f"train.swa_start_epoch={start}: epochs count from 1 (the weights after the first epoch)")
     if end is not None and int(end) < start:
@@ -52,16 +54,16 @@ def check_swa(train: object) -> None:
                           "would be averaged; lower it or set train.swa=false")
 
 
-def check_swa_reached(train: object, total_updates: int, updates_per_epoch: int) -> None:
+def check_swa_reached(train: DictConfig, total_updates: int, updates_per_epoch: int) -> None:
     """ConfigError when `train.best_metric` is an averaged weights' metric (`valid/swa_*`) but the run's updates
     (`train.max_steps`) end before the first averaged epoch does: no checkpoint could ever be chosen as best."""
-    if not bool(getattr(train, "swa")) or not str(getattr(train, "best_metric")).startswith(f"valid/{PREFIX}"):
+    if not train.swa or not str(train.best_metric).startswith(f"valid/{PREFIX}"):
         return
-    needed = int(getattr(train, "swa_start_epoch")) * updates_per_epoch
+    needed = int(train.swa_start_epoch) * updates_per_epoch
     if total_updates < needed:
-        raise ConfigError(f"train.best_metric={getattr(train, 'best_metric')} needs averaged weights, but the run "
-                          f"ends after {total_updates} updates, before epoch {getattr(train, 'swa_start_epoch')} "
-                          f"(update {needed}) is averaged: choose a valid/ metric of the live weights")
+        raise ConfigError(f"train.best_metric={train.best_metric} needs averaged weights, but the run ends after "
+                          f"{total_updates} updates, before epoch {train.swa_start_epoch} (update {needed}) is "
+                          "averaged: choose a valid/ metric of the live weights")
 
 
 def averaged_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
@@ -138,8 +140,6 @@ def read_average(folder: Path) -> tuple[dict[str, torch.Tensor], int]:
     path = Path(folder) / SWA_FILE
     if not path.is_file():
         raise CheckpointError(f"{folder} holds no averaged weights ({SWA_FILE}): its run did not use train.swa")
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as handle:
         count = int((handle.metadata() or {}).get("count", "0"))
     return load_file(str(path)), count

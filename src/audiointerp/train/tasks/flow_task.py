@@ -444,10 +444,13 @@ class FlowTask(Task):
         """Components [n, D] and codes [n, factors] of the (up to AXIS_SAMPLE, seeded) training clips that fit the
         coordinate axes: from the training data when `build_data` ran, else (a checkpoint or an export evaluated
         later) the same clips read from the run's store, whose clip table must be the one it trained on."""
+        def chosen(n: int) -> np.ndarray:  # the same seeded choice whichever way the clips are found
+            return np.random.default_rng(int(self.cfg.train.seed)).permutation(n)[:AXIS_SAMPLE]
+
         x, codes = getattr(self, "axis_sample", (None, None))
         if x is not None:
-            chosen = np.random.default_rng(int(self.cfg.train.seed)).permutation(len(x))[:AXIS_SAMPLE]
-            return x[torch.from_numpy(chosen)], codes[chosen]
+            picked = chosen(len(x))
+            return x[torch.from_numpy(picked)], codes[picked]
         if getattr(self, "stored_axis_clips", None) is None:
             meta = getattr(self, "run_metadata", {})
             train = np.asarray(meta.get("train_indices", []), dtype=np.int64)
@@ -458,7 +461,7 @@ class FlowTask(Task):
             if clips_digest(store) != meta.get("store_clips_sha256"):
                 raise StoreError(f"{store.folder}: its clip table is not the one the flow trained on, so its training "
                                  "clips (which fit the factor coordinates' axes) cannot be found there")
-            clips = train[np.random.default_rng(int(self.cfg.train.seed)).permutation(len(train))[:AXIS_SAMPLE]]
+            clips = train[chosen(len(train))]
             self.stored_axis_clips = (torch.from_numpy(self._components(store, self.layer, self.pca, clips)),
                                       self._store_codes(store)[clips])
         return self.stored_axis_clips
